@@ -1,0 +1,137 @@
+# -*- coding: utf-8 -*-
+# Copyright: autopilot.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: plan
+short_description: Plan the moves that bring a KVM cluster back within what each host and guest is owed
+version_added: 0.1.0
+author:
+  - autopilot.kvm developers (@autopilot-kvm)
+description:
+  - Takes the facts the C(autopilot.kvm.facts) role gathered (C(facts_cluster)) and returns a plan, an ordered list
+    of live migrations grouped in waves, each step naming the expectation it serves and the host loads predicted
+    after it.
+  - Every host's ceilings (memory and CPU, in percent of its schedulable capacity) are hard expectations; a guest's
+    memory counts on both hosts while it moves, so no step ever puts a host above its ceiling.
+  - Runs on the controller; the planner is the pure-Python library in C(plugins/plugin_utils/planner).
+  - When the request cannot be met the plan has RV(_raw[].feasible=false), no steps, and the conflicting expectations.
+options:
+  _terms:
+    description: The gathered cluster, as the C(autopilot.kvm.facts) role's C(facts_cluster).
+    required: true
+    type: list
+    elements: dict
+  default_ceiling:
+    description: Ceiling of every host unless C(ceilings) names it.
+    type: dict
+    default: {memory_pct: 80, cpu_pct: 90}
+  ceilings:
+    description:
+      - Per-host ceilings, keyed by inventory host name, each with C(memory_pct) and/or C(cpu_pct).
+      - A host name that is not in the cluster, or a percentage outside (0, 100], is an error.
+    type: dict
+    default: {}
+  expectations:
+    description: Further expectations for the planner (anti-affinity, bans, maintenance...). See docs/planner.md.
+    type: list
+    elements: dict
+    default: []
+  budget:
+    description: Time the search may take, in seconds.
+    type: float
+    default: 1.0
+  seed:
+    description: Seed of the search; the same facts, options and seed give the same plan.
+    type: int
+    default: 0
+  max_migrations_per_host:
+    description: Migrations that may touch one host (in and out) in one wave.
+    type: int
+    default: 2
+"""
+
+EXAMPLES = r"""
+- name: Plan within ceilings of 70 % memory and 90 % CPU
+  ansible.builtin.set_fact:
+    rebalance_plan: "{{ lookup('autopilot.kvm.plan', facts_cluster, default_ceiling={'memory_pct': 70, 'cpu_pct': 90}) }}"
+
+- name: Show each step with its reason
+  ansible.builtin.debug:
+    msg: "{{ item.vm }}: {{ item.from }} -> {{ item.to }} ({{ item.reason.text }})"
+  loop: "{{ rebalance_plan.steps }}"
+"""
+
+RETURN = r"""
+_raw:
+  description: One plan per term.
+  type: list
+  elements: dict
+  contains:
+    feasible:
+      description: Whether every hard expectation can be met.
+      type: bool
+    steps:
+      description: Steps in order, each with C(id), C(wave), C(kind), C(vm), C(from), C(to), C(reason) and C(loads_after).
+      type: list
+      elements: dict
+    waves:
+      description: The migrations of each wave; the steps of one wave may run at the same time.
+      type: list
+      elements: list
+    assignment:
+      description: Host of every guest once the plan has run.
+      type: dict
+    metrics:
+      description: Figures of the plan (hosts used, migrations, GiB moved, waves, predicted makespan).
+      type: dict
+    placement_before:
+      description: Per host, its guests and load in percent of capacity (C(load_pct.mem), C(load_pct.cpu)) now.
+      type: dict
+    placement_after:
+      description: The same once the plan has run (equal to RV(_raw[].placement_before) when it is not feasible).
+      type: dict
+    conflicts:
+      description: When not feasible, the expectations that conflict, as few as could be found.
+      type: list
+      elements: dict
+"""
+
+from ansible.errors import AnsibleLookupError
+from ansible.plugins.lookup import LookupBase
+
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.cluster_document import ClusterDocumentError, build_document, placement
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.api import plan_document
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.errors import PlanInputError
+
+
+class LookupModule(LookupBase):
+
+    def run(self, terms, variables=None, **kwargs):
+        self.set_options(var_options=variables, direct=kwargs)
+        options = {
+            "budget_s": self.get_option("budget"),
+            "seed": self.get_option("seed"),
+            "max_migrations_per_host": self.get_option("max_migrations_per_host"),
+        }
+        if options["budget_s"] <= 0:
+            raise AnsibleLookupError("budget must be a positive number of seconds, got %r" % options["budget_s"])
+        plans = []
+        for cluster in terms:
+            try:
+                document = build_document(
+                    cluster,
+                    ceilings=self.get_option("ceilings"),
+                    default_ceiling=self.get_option("default_ceiling"),
+                    expectations=self.get_option("expectations"),
+                    options=options,
+                )
+                plan = plan_document(document)
+                plan["placement_before"] = placement(document)
+                plan["placement_after"] = placement(document, plan.get("assignment") if plan.get("feasible") else None)
+                plans.append(plan)
+            except (ClusterDocumentError, PlanInputError) as error:
+                raise AnsibleLookupError("autopilot.kvm.plan: %s" % error) from error
+        return plans

@@ -1,0 +1,213 @@
+# -*- coding: utf-8 -*-
+# Copyright: autopilot.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Turns gathered facts and declared ceilings into the planner's input document.
+
+Controller side, no Ansible imports: the lookup ``autopilot.kvm.plan`` is a thin
+adapter over this and the planner library (plugins/plugin_utils/planner).
+
+Units in the document: CPU in millicores (1000 = one core), memory in MiB.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+# A guest with no CPU rate measured (rates disabled, or it just started) is counted
+# at this share of one core per vCPU: an idle TCG/KVM guest measures 1-3 %, so 5 %
+# is a deliberately pessimistic "idle" figure rather than zero.
+UNMEASURED_CPU_MILLICORES_PER_VCPU = 50
+
+# Dirty-page rate assumed for a guest when nothing better is known, MB/s. It feeds the
+# planner's pre-copy duration model; 0 would predict every migration as one pass.
+DEFAULT_DIRTY_MBPS = 1.0
+
+CEILING_KEYS = {"memory_pct": "mem", "cpu_pct": "cpu"}
+
+# Guests in these states occupy their host's memory and CPU.
+RUNNING_STATES = ("running", "paused", "blocked", "pmsuspended")
+
+
+class ClusterDocumentError(ValueError):
+    """Bad facts or declarations; the message names the bad value."""
+
+
+def _number(value, where):
+    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+        raise ClusterDocumentError("%s must be a number, got %r" % (where, value))
+    return value
+
+
+def validate_ceiling(ceiling, where):
+    """A ceiling is a mapping of memory_pct / cpu_pct to a percentage in (0, 100]."""
+    if not isinstance(ceiling, dict):
+        raise ClusterDocumentError("%s must be a mapping with memory_pct and/or cpu_pct, got %r" % (where, ceiling))
+    unknown = sorted(set(ceiling) - set(CEILING_KEYS))
+    if unknown:
+        raise ClusterDocumentError("%s has unknown key(s) %s; allowed: %s"
+                                   % (where, ", ".join(unknown), ", ".join(sorted(CEILING_KEYS))))
+    checked = {}
+    for key, value in ceiling.items():
+        if value is None:
+            continue
+        value = _number(value, "%s.%s" % (where, key))
+        if not 0 < value <= 100:
+            raise ClusterDocumentError("%s.%s must be a percentage above 0 and at most 100, got %r" % (where, key, value))
+        checked[key] = value
+    return checked
+
+
+def host_ceilings(host_names, ceilings=None, default_ceiling=None):
+    """Effective ceiling of each host: the default, overridden per host; unknown hosts are an error."""
+    ceilings = ceilings or {}
+    if not isinstance(ceilings, dict):
+        raise ClusterDocumentError("ceilings must be a mapping of host name to ceiling, got %r" % (ceilings,))
+    unknown = sorted(set(ceilings) - set(host_names))
+    if unknown:
+        raise ClusterDocumentError("ceilings name unknown host(s) %s; the hosts are: %s"
+                                   % (", ".join(repr(h) for h in unknown), ", ".join(sorted(host_names))))
+    default = validate_ceiling(default_ceiling or {}, "default_ceiling")
+    result = {}
+    for name in host_names:
+        effective = dict(default)
+        effective.update(validate_ceiling(ceilings.get(name, {}), "ceilings.%s" % name))
+        result[name] = effective
+    return result
+
+
+def _host_capacity(name, entry):
+    """(cpu millicores, memory MiB) the host may give to guests.
+
+    The inventory's ``autopilot_kvm_capacity`` (cpus, memory_mib) wins: operators reserve
+    CPU and memory for the host itself, and lab hosts sharing one kernel must declare theirs.
+    Otherwise the host's own figures from host_info are used.
+    """
+    declared = entry.get("capacity") or {}
+    facts = entry.get("host") or {}
+    node = facts.get("node") or {}
+    memory = facts.get("memory") or {}
+    cpus = declared.get("cpus", node.get("cpus"))
+    memory_mib = declared.get("memory_mib")
+    if memory_mib is None:
+        memory_mib = memory.get("mem_total_mib", node.get("memory_mib"))
+    if cpus is None or memory_mib is None:
+        raise ClusterDocumentError("host %r: no CPU or memory capacity known (declare autopilot_kvm_capacity: "
+                                   "{cpus: N, memory_mib: M} or gather host_info)" % name)
+    cpus = _number(cpus, "host %r capacity cpus" % name)
+    memory_mib = _number(memory_mib, "host %r capacity memory_mib" % name)
+    if cpus <= 0 or memory_mib <= 0:
+        raise ClusterDocumentError("host %r: capacity must be positive, got cpus=%r memory_mib=%r" % (name, cpus, memory_mib))
+    return int(round(cpus * 1000)), int(memory_mib)
+
+
+def _guests_of(entry):
+    guests = entry.get("guests") or {}
+    if isinstance(guests, dict):
+        return [dict(g, name=g.get("name", n)) for n, g in sorted(guests.items())]
+    return list(guests)
+
+
+def _guest_demand(guest):
+    """(cpu millicores, memory MiB, allocated MiB) a running guest uses on its host."""
+    memory = guest.get("memory") or {}
+    current_mib = memory.get("current_mib")
+    if current_mib is None and memory.get("current_kib") is not None:
+        current_mib = memory["current_kib"] // 1024
+    max_mib = memory.get("max_mib", current_mib)
+    balloon = guest.get("balloon") or {}
+    if balloon.get("actual"):  # KiB, what the balloon really leaves the guest
+        current_mib = balloon["actual"] // 1024
+    vcpus = guest.get("vcpus") or 1
+    rates = guest.get("rates") or {}
+    cpu_pct = rates.get("cpu_percent")  # percent of one core
+    if cpu_pct is None:
+        cpu_millicores = UNMEASURED_CPU_MILLICORES_PER_VCPU * vcpus
+    else:
+        cpu_millicores = int(round(cpu_pct * 10))
+    return cpu_millicores, int(current_mib or 0), int(max_mib or current_mib or 0), vcpus
+
+
+def build_document(cluster, ceilings=None, default_ceiling=None, expectations=None, options=None):
+    """The planner document for ``cluster`` (the facts role's facts_cluster).
+
+    Each host's ceiling becomes a hard ``ceiling`` expectation per resource; hosts with the
+    same ceiling share one expectation, named after it, so a plan step can say which it serves.
+    """
+    if not isinstance(cluster, dict) or not cluster:
+        raise ClusterDocumentError("no hosts in the gathered facts (did the facts role run on the KVM hosts?)")
+    names = sorted(cluster)
+    effective = host_ceilings(names, ceilings, default_ceiling)
+
+    hosts, vms, seen = [], [], {}
+    for name in names:
+        entry = cluster[name] or {}
+        cpu_cap, mem_cap = _host_capacity(name, entry)
+        facts = entry.get("host") or {}
+        cpu = facts.get("cpu") or {}
+        hosts.append({
+            "id": name,
+            "cap": {"cpu": cpu_cap, "mem": mem_cap},
+            "features": list(cpu.get("features") or []),
+            "labels": dict(entry.get("labels") or {}),
+        })
+        for guest in _guests_of(entry):
+            if guest.get("state") not in RUNNING_STATES:
+                continue
+            gname = guest["name"]
+            if gname in seen:
+                raise ClusterDocumentError("guest %r runs on both %s and %s; resolve that before planning"
+                                           % (gname, seen[gname], name))
+            seen[gname] = name
+            cpu_m, mem_mib, alloc_mib, vcpus = _guest_demand(guest)
+            vms.append({
+                "id": gname,
+                "dem": {"cpu": cpu_m, "mem": mem_mib},
+                "vcpu": vcpus,
+                "mem_alloc_mib": alloc_mib,
+                "dirty_mbps": DEFAULT_DIRTY_MBPS,
+                "host": name,
+                "requires": [],
+            })
+
+    grouped = {}
+    for name in names:
+        for key, pct in effective[name].items():
+            grouped.setdefault((CEILING_KEYS[key], pct), []).append(name)
+    ceiling_expectations = [
+        {"id": "ceiling-%s-%s%%" % (resource, _fmt(pct)), "type": "ceiling", "hosts": hosts_,
+         "resource": resource, "max_pct": pct, "hard": True}
+        for (resource, pct), hosts_ in sorted(grouped.items())
+    ]
+    return {
+        "resources": ["cpu", "mem"],
+        "units": {"cpu": "millicore", "mem": "MiB"},
+        "hosts": hosts,
+        "vms": vms,
+        "expectations": ceiling_expectations + list(expectations or []),
+        "options": dict(options or {}),
+    }
+
+
+def _fmt(number):
+    return ("%g" % number).replace(".", "_")
+
+
+def placement(document, assignment=None):
+    """Guests and load (percent of capacity per resource) of every host, for ``assignment``
+    (guest -> host; the document's current placement when None)."""
+    where = dict((vm["id"], vm["host"]) for vm in document["vms"])
+    where.update(assignment or {})
+    table = {}
+    for host in document["hosts"]:
+        table[host["id"]] = {"guests": [], "used": dict((r, 0) for r in host["cap"]), "load_pct": {}}
+    for vm in document["vms"]:
+        row = table[where[vm["id"]]]
+        row["guests"].append(vm["id"])
+        for resource, amount in vm["dem"].items():
+            row["used"][resource] = row["used"].get(resource, 0) + amount
+    for host in document["hosts"]:
+        row = table[host["id"]]
+        row["guests"].sort()
+        for resource, cap in host["cap"].items():
+            row["load_pct"][resource] = round(100.0 * row["used"].get(resource, 0) / cap, 1) if cap else None
+    return table
