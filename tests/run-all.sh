@@ -4,7 +4,7 @@
 # TIERS="sanity units" limits the run to some tiers.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 1
 TIERS=${TIERS:-"changelog sanity units lint docs integration lab"}
 LOGDIR=$ROOT/tests/output/tiers
 mkdir -p "$LOGDIR"

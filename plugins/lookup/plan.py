@@ -51,6 +51,24 @@ options:
     description: Migrations that may touch one host (in and out) in one wave.
     type: int
     default: 2
+  objective:
+    description:
+      - What the planner optimises once every hard expectation is met.
+      - V(balance) evens out host loads; V(consolidate) packs guests on as few hosts as possible.
+      - Unset lets the planner choose (V(consolidate) when a power-saving expectation is given, else V(balance)).
+    type: str
+    choices: [balance, consolidate]
+  min_gain_per_gib:
+    description:
+      - Stability. A move that no hard expectation needs is made only if it improves the objective by at least this
+        much per GiB of guest memory moved. Unset uses the planner's default (see docs/planner.md).
+    type: float
+  migration_budget:
+    description: Stability. At most this many optional migrations in one plan; moves hard expectations need always count.
+    type: int
+  cooldown:
+    description: Stability. Seconds after its last migration during which a guest moves only if a hard expectation needs it.
+    type: float
 """
 
 EXAMPLES = r"""
@@ -116,6 +134,10 @@ class LookupModule(LookupBase):
             "seed": self.get_option("seed"),
             "max_migrations_per_host": self.get_option("max_migrations_per_host"),
         }
+        for option, key in (("objective", "objective"), ("min_gain_per_gib", "min_gain_per_gib"),
+                            ("migration_budget", "migration_budget"), ("cooldown", "cooldown_s")):
+            if self.get_option(option) is not None:
+                options[key] = self.get_option(option)
         if options["budget_s"] <= 0:
             raise AnsibleLookupError("budget must be a positive number of seconds, got %r" % options["budget_s"])
         plans = []

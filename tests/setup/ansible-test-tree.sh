@@ -10,7 +10,11 @@ DEST=$ROOT/.build/test/ansible_collections/autopilot/kvm
 mkdir -p "$DEST"
 # remove files that no longer exist in the source, then copy the current ones
 (cd "$ROOT" && git ls-files -co --exclude-standard -z) > "$ROOT/.build/test/files.lst"
-(cd "$DEST" && git ls-files -co --exclude-standard -z 2>/dev/null || true) > "$ROOT/.build/test/old.lst"
+if [ -d "$DEST/.git" ]; then
+  git -C "$DEST" ls-files -co --exclude-standard -z > "$ROOT/.build/test/old.lst"
+else
+  : > "$ROOT/.build/test/old.lst"
+fi
 python3 - "$ROOT" "$DEST" <<'PY'
 import os, sys
 root, dest = sys.argv[1], sys.argv[2]

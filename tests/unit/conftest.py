@@ -17,3 +17,8 @@ if _PARTS[-3:-2] != ["ansible_collections"]:
         os.symlink(os.path.join("..", "..", "..", ".."), _LINK)
     if _RUNTIME not in sys.path:
         sys.path.insert(0, _RUNTIME)
+
+    # Plugin loaders (lookup_loader.get('autopilot.kvm.plan')) need Ansible's collection finder.
+    from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+
+    _AnsibleCollectionFinder(paths=[_RUNTIME])._install()

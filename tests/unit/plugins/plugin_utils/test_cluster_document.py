@@ -1,0 +1,106 @@
+"""Facts + ceilings -> planner document, and its validation of bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.cluster_document import (
+    ClusterDocumentError,
+    UNMEASURED_CPU_MILLICORES_PER_VCPU,
+    build_document,
+    placement,
+)
+
+
+def guest(name, mib=256, cpu=3.0, state="running", balloon_mib=None):
+    facts = {"name": name, "state": state, "active": state == "running", "vcpus": 1,
+             "memory": {"max_mib": mib, "current_mib": mib}, "rates": {"cpu_percent": cpu}}
+    if balloon_mib is not None:
+        facts["balloon"] = {"actual": balloon_mib * 1024}
+    return facts
+
+
+def cluster(**hosts):
+    return dict((name, {"host": {}, "capacity": {"cpus": 2, "memory_mib": 1024},
+                        "guests": dict((g["name"], g) for g in guests)})
+                for name, guests in hosts.items())
+
+
+def test_guests_become_vms_with_demand_in_planner_units():
+    doc = build_document(cluster(h1=[guest("a", cpu=12.5, balloon_mib=200)], h2=[]))
+    assert doc["resources"] == ["cpu", "mem"]
+    (vm,) = doc["vms"]
+    assert vm == {"id": "a", "dem": {"cpu": 125, "mem": 200}, "vcpu": 1, "mem_alloc_mib": 256,
+                  "dirty_mbps": vm["dirty_mbps"], "host": "h1", "requires": []}
+    assert [h["cap"] for h in doc["hosts"]] == [{"cpu": 2000, "mem": 1024}] * 2
+
+
+def test_guest_without_a_cpu_rate_counts_as_a_pessimistic_idle_figure():
+    g = guest("a")
+    g["rates"] = None
+    doc = build_document(cluster(h1=[g]))
+    assert doc["vms"][0]["dem"]["cpu"] == UNMEASURED_CPU_MILLICORES_PER_VCPU
+
+
+def test_stopped_guests_take_no_room():
+    doc = build_document(cluster(h1=[guest("a"), guest("b", state="shutoff")]))
+    assert [vm["id"] for vm in doc["vms"]] == ["a"]
+
+
+def test_declared_capacity_wins_over_facts_and_facts_fill_in():
+    c = cluster(h1=[], h2=[])
+    c["h2"]["capacity"] = {}
+    c["h2"]["host"] = {"node": {"cpus": 8}, "memory": {"mem_total_mib": 16000}}
+    doc = build_document(c)
+    assert doc["hosts"][0]["cap"] == {"cpu": 2000, "mem": 1024}
+    assert doc["hosts"][1]["cap"] == {"cpu": 8000, "mem": 16000}
+
+
+def test_ceilings_become_hard_expectations_grouped_by_value():
+    doc = build_document(cluster(h1=[], h2=[], h3=[]), default_ceiling={"memory_pct": 80, "cpu_pct": 90},
+                         ceilings={"h3": {"memory_pct": 50}})
+    mem = sorted((e["max_pct"], e["hosts"]) for e in doc["expectations"] if e["resource"] == "mem")
+    cpu = [(e["max_pct"], e["hosts"]) for e in doc["expectations"] if e["resource"] == "cpu"]
+    assert mem == [(50, ["h3"]), (80, ["h1", "h2"])]
+    assert cpu == [(90, ["h1", "h2", "h3"])]
+    assert all(e["hard"] and e["type"] == "ceiling" for e in doc["expectations"])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(ceilings={"h9": {"memory_pct": 50}}), "unknown host(s) 'h9'; the hosts are: h1, h2"),
+    (dict(ceilings={"h1": {"memory_pct": -5}}), "ceilings.h1.memory_pct must be a percentage above 0 and at most 100, got -5"),
+    (dict(default_ceiling={"cpu_pct": 150}), "default_ceiling.cpu_pct must be a percentage above 0 and at most 100, got 150"),
+    (dict(ceilings={"h1": {"memory": 50}}), "ceilings.h1 has unknown key(s) memory"),
+    (dict(ceilings={"h1": {"memory_pct": "lots"}}), "ceilings.h1.memory_pct must be a number"),
+    (dict(ceilings=["h1"]), "ceilings must be a mapping"),
+])
+def test_bad_ceilings_are_named_in_the_error(kwargs, message):
+    with pytest.raises(ClusterDocumentError) as error:
+        build_document(cluster(h1=[], h2=[]), **kwargs)
+    assert message in str(error.value)
+
+
+def test_a_guest_running_twice_is_an_error_not_a_plan():
+    with pytest.raises(ClusterDocumentError, match="guest 'a' runs on both h1 and h2"):
+        build_document(cluster(h1=[guest("a")], h2=[guest("a")]))
+
+
+def test_no_hosts_is_an_error():
+    with pytest.raises(ClusterDocumentError, match="no hosts"):
+        build_document({})
+
+
+def test_missing_capacity_is_an_error_naming_the_host():
+    c = cluster(h1=[])
+    c["h1"]["capacity"] = {}
+    with pytest.raises(ClusterDocumentError, match="host 'h1': no CPU or memory capacity"):
+        build_document(c)
+
+
+def test_placement_reports_guests_and_load_for_an_assignment():
+    doc = build_document(cluster(h1=[guest("a"), guest("b", mib=512)], h2=[]))
+    before = placement(doc)
+    after = placement(doc, {"b": "h2"})
+    assert before["h1"]["guests"] == ["a", "b"] and before["h1"]["load_pct"]["mem"] == 75.0
+    assert after["h1"]["guests"] == ["a"] and after["h2"]["guests"] == ["b"]
+    assert after["h2"]["load_pct"]["mem"] == 50.0
