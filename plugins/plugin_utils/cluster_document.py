@@ -89,7 +89,7 @@ def _host_capacity(name, entry):
     cpus = declared.get("cpus", node.get("cpus"))
     memory_mib = declared.get("memory_mib")
     if memory_mib is None:
-        memory_mib = memory.get("mem_total_mib", node.get("memory_mib"))
+        memory_mib = memory.get("total_mib", node.get("memory_mib"))
     if cpus is None or memory_mib is None:
         raise ClusterDocumentError("host %r: no CPU or memory capacity known (declare autopilot_kvm_capacity: "
                                    "{cpus: N, memory_mib: M} or gather host_info)" % name)

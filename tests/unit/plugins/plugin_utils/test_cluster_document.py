@@ -50,7 +50,7 @@ def test_stopped_guests_take_no_room():
 def test_declared_capacity_wins_over_facts_and_facts_fill_in():
     c = cluster(h1=[], h2=[])
     c["h2"]["capacity"] = {}
-    c["h2"]["host"] = {"node": {"cpus": 8}, "memory": {"mem_total_mib": 16000}}
+    c["h2"]["host"] = {"node": {"cpus": 8}, "memory": {"total_mib": 16000}}
     doc = build_document(c)
     assert doc["hosts"][0]["cap"] == {"cpu": 2000, "mem": 1024}
     assert doc["hosts"][1]["cap"] == {"cpu": 8000, "mem": 16000}
