@@ -39,6 +39,12 @@ options:
     type: list
     elements: dict
     default: []
+  managed_guests:
+    description:
+      - Regular expression (matched against the whole name) of the guests the plan may move. Other guests count as
+        load where they run and are never moved.
+    type: str
+    default: ".*"
   budget:
     description: Time the search may take, in seconds.
     type: float
@@ -149,6 +155,7 @@ class LookupModule(LookupBase):
                     default_ceiling=self.get_option("default_ceiling"),
                     expectations=self.get_option("expectations"),
                     options=options,
+                    managed_guests=self.get_option("managed_guests"),
                 )
                 plan = plan_document(document)
                 plan["placement_before"] = placement(document)

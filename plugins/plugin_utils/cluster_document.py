@@ -12,6 +12,7 @@ Units in the document: CPU in millicores (1000 = one core), memory in MiB.
 from __future__ import annotations
 
 import numbers
+import re
 
 # A guest with no CPU rate measured (rates disabled, or it just started) is counted
 # at this share of one core per vCPU: an idle TCG/KVM guest measures 1-3 %, so 5 %
@@ -127,12 +128,18 @@ def _guest_demand(guest):
     return cpu_millicores, int(current_mib or 0), int(max_mib or current_mib or 0), vcpus
 
 
-def build_document(cluster, ceilings=None, default_ceiling=None, expectations=None, options=None):
+def build_document(cluster, ceilings=None, default_ceiling=None, expectations=None, options=None, managed_guests=None):
     """The planner document for ``cluster`` (the facts role's facts_cluster).
 
     Each host's ceiling becomes a hard ``ceiling`` expectation per resource; hosts with the
     same ceiling share one expectation, named after it, so a plan step can say which it serves.
+    Guests whose name does not match the ``managed_guests`` regular expression still count
+    as load but are pinned where they run (a hard ``fence`` to their host).
     """
+    try:
+        managed = re.compile(managed_guests or ".*")
+    except re.error as error:
+        raise ClusterDocumentError("managed_guests is not a valid regular expression (%s): %r" % (error, managed_guests))
     if not isinstance(cluster, dict) or not cluster:
         raise ClusterDocumentError("no hosts in the gathered facts (did the facts role run on the KVM hosts?)")
     names = sorted(cluster)
@@ -169,6 +176,9 @@ def build_document(cluster, ceilings=None, default_ceiling=None, expectations=No
                 "requires": [],
             })
 
+    pinned = [{"id": "unmanaged-%s" % vm["id"], "type": "fence", "vms": [vm["id"]], "hosts": [vm["host"]], "hard": True}
+              for vm in vms if not managed.fullmatch(vm["id"])]
+
     grouped = {}
     for name in names:
         for key, pct in effective[name].items():
@@ -183,7 +193,7 @@ def build_document(cluster, ceilings=None, default_ceiling=None, expectations=No
         "units": {"cpu": "millicore", "mem": "MiB"},
         "hosts": hosts,
         "vms": vms,
-        "expectations": ceiling_expectations + list(expectations or []),
+        "expectations": ceiling_expectations + pinned + list(expectations or []),
         "options": dict(options or {}),
     }
 

@@ -104,3 +104,15 @@ def test_placement_reports_guests_and_load_for_an_assignment():
     assert before["h1"]["guests"] == ["a", "b"] and before["h1"]["load_pct"]["mem"] == 75.0
     assert after["h1"]["guests"] == ["a"] and after["h2"]["guests"] == ["b"]
     assert after["h2"]["load_pct"]["mem"] == 50.0
+
+
+def test_unmanaged_guests_are_pinned_where_they_run():
+    doc = build_document(cluster(h1=[guest("vm1"), guest("db1")], h2=[]), managed_guests="vm.*")
+    fences = [e for e in doc["expectations"] if e["type"] == "fence"]
+    assert fences == [{"id": "unmanaged-db1", "type": "fence", "vms": ["db1"], "hosts": ["h1"], "hard": True}]
+    assert [vm["id"] for vm in doc["vms"]] == ["db1", "vm1"]
+
+
+def test_a_bad_managed_guests_pattern_is_named():
+    with pytest.raises(ClusterDocumentError, match="managed_guests is not a valid regular expression"):
+        build_document(cluster(h1=[]), managed_guests="vm[")
