@@ -45,6 +45,14 @@ options:
         load where they run and are never moved.
     type: str
     default: ".*"
+  saved:
+    description:
+      - A plan written earlier by the C(autopilot.kvm.plan) playbook (the parsed JSON or YAML file).
+      - Instead of searching, the saved plan's remaining steps are checked against the cluster as it is now, under
+        the expectations saved with it; the lookup fails, saying why, when the cluster changed in a way that
+        invalidates the plan (a guest moved elsewhere, a host is gone, a step would now break a ceiling).
+      - Steps already done (guest already on its destination) are left out and listed in RV(_raw[].already_done).
+    type: dict
   budget:
     description: Time the search may take, in seconds.
     type: float
@@ -111,6 +119,13 @@ _raw:
     metrics:
       description: Figures of the plan (hosts used, migrations, GiB moved, waves, predicted makespan).
       type: dict
+    already_done:
+      description: With O(saved), the guests whose saved migration was already done and was left out.
+      type: list
+      elements: str
+    request:
+      description: The planner's input (hosts, guests, expectations, options), saved with the plan for review.
+      type: dict
     placement_before:
       description: Per host, its guests and load in percent of capacity (C(load_pct.mem), C(load_pct.cpu)) now.
       type: dict
@@ -129,6 +144,7 @@ from ansible.plugins.lookup import LookupBase
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.cluster_document import ClusterDocumentError, build_document, placement
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.api import plan_document
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.errors import PlanInputError
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.saved_plan import SavedPlanError, revalidate
 
 
 class LookupModule(LookupBase):
@@ -157,10 +173,16 @@ class LookupModule(LookupBase):
                     options=options,
                     managed_guests=self.get_option("managed_guests"),
                 )
-                plan = plan_document(document)
+                saved = self.get_option("saved")
+                if saved:
+                    plan = revalidate(saved, document)
+                    document = dict(document, expectations=saved["request"].get("expectations", []))
+                else:
+                    plan = plan_document(document)
+                plan["request"] = document
                 plan["placement_before"] = placement(document)
                 plan["placement_after"] = placement(document, plan.get("assignment") if plan.get("feasible") else None)
                 plans.append(plan)
-            except (ClusterDocumentError, PlanInputError) as error:
+            except (ClusterDocumentError, PlanInputError, SavedPlanError) as error:
                 raise AnsibleLookupError("autopilot.kvm.plan: %s" % error) from error
         return plans
