@@ -10,6 +10,7 @@ error text is reported next to the missing value instead of failing the whole mo
 
 from __future__ import annotations
 
+import json
 import time
 import xml.etree.ElementTree as ET
 
@@ -76,6 +77,28 @@ def _int_or_none(text):
         return None
 
 
+# A guest may declare what it is owed in its own libvirt metadata, as a JSON list of expectations
+# (the same schema as the inventory's autopilot_kvm_expectations, see docs/planner.md):
+#   <metadata><ap:expectations xmlns:ap="http://autopilot.kvm/xmlns/expectations/1">
+#     [{"type": "anti_affinity", "group": "web"}, {"type": "memory_guarantee", "min_mib": 128}]
+#   </ap:expectations></metadata>
+EXPECTATIONS_NAMESPACE = "http://autopilot.kvm/xmlns/expectations/1"
+
+
+def parse_metadata_expectations(root):
+    """(expectations, error) declared in the domain's metadata; ([], None) when there are none."""
+    node = root.find("metadata/{%s}expectations" % EXPECTATIONS_NAMESPACE)
+    if node is None or not (node.text or "").strip():
+        return [], None
+    try:
+        value = json.loads(node.text)
+    except ValueError as error:
+        return [], "metadata expectations are not valid JSON: %s" % error
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        return [], "metadata expectations must be a JSON list of objects"
+    return value, None
+
+
 def parse_domain_xml(xml_text):
     """Disks, interfaces, balloon model and vCPU counts from a domain's XML."""
     try:
@@ -115,7 +138,10 @@ def parse_domain_xml(xml_text):
             "model": model.get("type") if model is not None else None,
         })
     balloon = root.find("devices/memballoon")
+    expectations, expectations_error = parse_metadata_expectations(root)
     return {
+        "expectations": expectations,
+        "expectations_error": expectations_error,
         "vcpus_max": _int_or_none(vcpu.text) if vcpu is not None else None,
         "vcpus_current": _int_or_none(vcpu.get("current")) if vcpu is not None else None,
         "balloon_model": balloon.get("model") if balloon is not None else None,
@@ -300,6 +326,8 @@ def guest_facts(client, dom, devices, sample, first_sample=None):
         "block": block,
         "interfaces": interfaces,
         "tuning": tuning_facts(client, dom),
+        "expectations": devices.get("expectations", []),
+        "expectations_error": devices.get("expectations_error"),
         "rates": compute_rates(first_sample, sample, vcpus),
     }
 

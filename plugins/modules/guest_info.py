@@ -282,6 +282,19 @@ guests:
           type: dict
           returned: success
           sample: {}
+    expectations:
+      description:
+        - What the guest declares it is owed, from the JSON list in its libvirt metadata element C(expectations) of
+          namespace C(http://autopilot.kvm/xmlns/expectations/1) (see docs/planner.md). Empty when it declares none.
+      type: list
+      elements: dict
+      returned: success
+      sample: [{"type": "anti_affinity", "group": "web"}]
+    expectations_error:
+      description: Why the metadata expectations could not be read (invalid JSON, not a list); V(null) when fine.
+      type: str
+      returned: success
+      sample: null
     rates:
       description:
         - Rates between two samples O(interval) seconds apart.

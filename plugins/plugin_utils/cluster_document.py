@@ -128,6 +128,50 @@ def _guest_demand(guest):
     return cpu_millicores, int(current_mib or 0), int(max_mib or current_mib or 0), vcpus
 
 
+GROUP_TYPES = ("anti_affinity", "affinity")
+SINGLE_VM_TYPES = ("memory_guarantee", "cpu_cap")
+
+
+def metadata_expectations(declared):
+    """Planner expectations from what running guests declare in their libvirt metadata.
+
+    ``declared`` is [(guest, [expectation, ...])]. An anti-affinity or affinity entry names a
+    ``group``: every guest declaring the same type and group joins one expectation. Any other
+    entry applies to the declaring guest alone.
+    """
+    groups, singles = {}, []
+    for guest, items in declared:
+        for index, item in enumerate(items):
+            kind = item.get("type")
+            if kind in GROUP_TYPES:
+                group = item.get("group")
+                if not isinstance(group, str) or not group:
+                    raise ClusterDocumentError("guest %r: metadata %s expectation needs a 'group' name, got %r"
+                                               % (guest, kind, group))
+                entry = groups.setdefault((kind, group), {"decl": dict((k, v) for k, v in item.items() if k != "group"),
+                                                          "first": guest, "vms": []})
+                this = dict((k, v) for k, v in item.items() if k != "group")
+                if this != entry["decl"]:
+                    raise ClusterDocumentError("guests %r and %r declare %s group %r differently: %r vs %r"
+                                               % (entry["first"], guest, kind, group, entry["decl"], this))
+                entry["vms"].append(guest)
+            else:
+                single = dict(item)
+                single.setdefault("id", "meta-%s-%s-%d" % (guest, kind, index))
+                if kind in SINGLE_VM_TYPES:
+                    single["vm"] = guest
+                else:
+                    single["vms"] = [guest]
+                singles.append(single)
+    grouped = []
+    for (kind, group), entry in sorted(groups.items()):
+        expectation = dict(entry["decl"], id="meta-%s-%s" % (kind, group), vms=sorted(entry["vms"]))
+        if kind == "anti_affinity" and len(expectation["vms"]) < 2:
+            continue  # a group of one keeps nothing apart
+        grouped.append(expectation)
+    return grouped + singles
+
+
 def build_document(cluster, ceilings=None, default_ceiling=None, expectations=None, options=None, managed_guests=None):
     """The planner document for ``cluster`` (the facts role's facts_cluster).
 
@@ -145,7 +189,7 @@ def build_document(cluster, ceilings=None, default_ceiling=None, expectations=No
     names = sorted(cluster)
     effective = host_ceilings(names, ceilings, default_ceiling)
 
-    hosts, vms, seen = [], [], {}
+    hosts, vms, seen, declared = [], [], {}, []
     for name in names:
         entry = cluster[name] or {}
         cpu_cap, mem_cap = _host_capacity(name, entry)
@@ -165,6 +209,10 @@ def build_document(cluster, ceilings=None, default_ceiling=None, expectations=No
                 raise ClusterDocumentError("guest %r runs on both %s and %s; resolve that before planning"
                                            % (gname, seen[gname], name))
             seen[gname] = name
+            if guest.get("expectations_error"):
+                raise ClusterDocumentError("guest %r on %s: %s" % (gname, name, guest["expectations_error"]))
+            if guest.get("expectations"):
+                declared.append((gname, guest["expectations"]))
             cpu_m, mem_mib, alloc_mib, vcpus = _guest_demand(guest)
             vms.append({
                 "id": gname,
@@ -193,7 +241,7 @@ def build_document(cluster, ceilings=None, default_ceiling=None, expectations=No
         "units": {"cpu": "millicore", "mem": "MiB"},
         "hosts": hosts,
         "vms": vms,
-        "expectations": ceiling_expectations + pinned + list(expectations or []),
+        "expectations": ceiling_expectations + pinned + metadata_expectations(declared) + list(expectations or []),
         "options": dict(options or {}),
     }
 

@@ -269,3 +269,27 @@ def test_broken_domain_xml_names_the_guest(client, monkeypatch):
     monkeypatch.setattr(gf, "parse_domain_xml", broken)
     with pytest.raises(gf.GuestFactsError, match="Guest 'db1': bad XML"):
         gf.collect_guests(client, names=["db1"], interval=0)
+
+
+def _metadata_domain(payload):
+    return ("<domain><name>g</name><vcpu>1</vcpu><metadata>"
+            "<ap:expectations xmlns:ap='http://autopilot.kvm/xmlns/expectations/1'>%s</ap:expectations>"
+            "</metadata><devices/></domain>" % payload)
+
+
+def test_metadata_expectations_are_read_from_the_domain_xml():
+    parsed = gf.parse_domain_xml(_metadata_domain('[{"type": "anti_affinity", "group": "web"}]'))
+    assert parsed["expectations"] == [{"type": "anti_affinity", "group": "web"}]
+    assert parsed["expectations_error"] is None
+
+
+def test_bad_metadata_expectations_are_reported_not_raised():
+    parsed = gf.parse_domain_xml(_metadata_domain("{not json"))
+    assert parsed["expectations"] == [] and "not valid JSON" in parsed["expectations_error"]
+    parsed = gf.parse_domain_xml(_metadata_domain('{"type": "ban"}'))
+    assert parsed["expectations_error"] == "metadata expectations must be a JSON list of objects"
+
+
+def test_a_domain_without_metadata_declares_nothing():
+    parsed = gf.parse_domain_xml("<domain><name>g</name><devices/></domain>")
+    assert parsed["expectations"] == [] and parsed["expectations_error"] is None

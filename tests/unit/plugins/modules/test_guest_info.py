@@ -20,7 +20,7 @@ NODE_URI = "test://" + os.path.join(HERE, "fixtures", "node.xml")
 
 GUEST_KEYS = {
     "name", "uuid", "id", "active", "persistent", "autostart", "state", "state_code", "state_reason",
-    "vcpus", "vcpus_max", "cpu_time_ns", "memory", "balloon", "block", "interfaces", "tuning", "rates",
+    "vcpus", "vcpus_max", "cpu_time_ns", "memory", "balloon", "block", "interfaces", "tuning", "rates", "expectations", "expectations_error",
 }
 RATE_KEYS = {
     "interval", "cpu_percent", "cpu_percent_of_vcpus", "disk_read_bytes_per_sec", "disk_write_bytes_per_sec",

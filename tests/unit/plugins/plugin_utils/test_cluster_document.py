@@ -116,3 +116,30 @@ def test_unmanaged_guests_are_pinned_where_they_run():
 def test_a_bad_managed_guests_pattern_is_named():
     with pytest.raises(ClusterDocumentError, match="managed_guests is not a valid regular expression"):
         build_document(cluster(h1=[]), managed_guests="vm[")
+
+
+def test_metadata_declarations_become_expectations():
+    a, b, c = guest("a"), guest("b"), guest("c")
+    a["expectations"] = [{"type": "anti_affinity", "group": "web", "hard": True}, {"type": "memory_guarantee", "min_mib": 128}]
+    b["expectations"] = [{"type": "anti_affinity", "group": "web", "hard": True}, {"type": "ban", "hosts": ["h2"]}]
+    c["expectations"] = [{"type": "anti_affinity", "group": "lonely"}]
+    doc = build_document(cluster(h1=[a, b], h2=[c]))
+    meta = [e for e in doc["expectations"] if e["id"].startswith("meta-")]
+    assert {"id": "meta-anti_affinity-web", "type": "anti_affinity", "hard": True, "vms": ["a", "b"]} in meta
+    assert {"id": "meta-a-memory_guarantee-1", "type": "memory_guarantee", "min_mib": 128, "vm": "a"} in meta
+    assert {"id": "meta-b-ban-1", "type": "ban", "hosts": ["h2"], "vms": ["b"]} in meta
+    assert not any("lonely" in e["id"] for e in meta)
+
+
+def test_inconsistent_or_unreadable_declarations_are_named():
+    a, b = guest("a"), guest("b")
+    a["expectations"] = [{"type": "affinity", "group": "db", "hard": True}]
+    b["expectations"] = [{"type": "affinity", "group": "db", "hard": False}]
+    with pytest.raises(ClusterDocumentError, match="'a' and 'b' declare affinity group 'db' differently"):
+        build_document(cluster(h1=[a, b]))
+    b["expectations"] = [{"type": "affinity"}]
+    with pytest.raises(ClusterDocumentError, match="guest 'b': metadata affinity expectation needs a 'group'"):
+        build_document(cluster(h1=[b]))
+    b["expectations"], b["expectations_error"] = [], "metadata expectations are not valid JSON: boom"
+    with pytest.raises(ClusterDocumentError, match="guest 'b' on h1: metadata expectations are not valid JSON"):
+        build_document(cluster(h1=[b]))
