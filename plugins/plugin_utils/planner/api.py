@@ -1,0 +1,161 @@
+"""Public entry point: ``plan_document(doc) -> dict`` (pure; deterministic for a given seed)."""
+
+from __future__ import annotations
+
+import time
+
+from .conflicts import search_conflicts, static_conflicts
+from .errors import PlanInputError
+from .explain import build_steps, summary_lines
+from .factories import power_off_steps, power_on_steps, tune_steps
+from .parse import DEFAULT_OPTIONS, parse_document
+from .schedule import ScheduleError, schedule
+from .search import _repair, ref_caps, search
+
+__all__ = ["plan_document", "PlanInputError", "DEFAULT_OPTIONS"]
+
+
+# Time kept back from the search for scheduling and explaining the plan: measured at 10-20 us per
+# guest on the 10k/30k-guest benchmarks (2 cores, idle), up to 40 us when the machine is busy;
+# never more than 40 % of the budget.
+POST_S_PER_GUEST = 30e-6
+POST_MAX_SHARE = 0.4
+
+
+def _post_reserve(st, budget):
+    return min(POST_MAX_SHARE * budget, 0.01 + POST_S_PER_GUEST * st.n_vms)
+
+
+def _apply_planning_demand(prob):
+    """CPU caps (tune steps, applied first) and memory guarantees change what the search packs."""
+    st, cons = prob.state, prob.cons
+    pre = []
+    for step, eid in tune_steps(st, cons):
+        v = step.vm
+        text = "cap %s cpu at %.0f" % (st.vm_ids[v], step.cpu_limit)
+        step.apply(st)
+        pre.append((step, (eid, text), {"vm": st.vm_ids[v], "cpu_limit": step.cpu_limit}))
+    if "mem" in st.res:
+        r = st.res.index("mem")
+        for v, (_e, mn) in cons.guarantee.items():
+            if st.dem[r][v] < mn:
+                st.set_demand(v, r, mn)
+    return pre
+
+
+def _soft_report(prob, final):
+    """Soft expectations that the final placement does not meet (reported, weighted in later work)."""
+    st, cons = prob.state, prob.cons
+    out = []
+    for e, is_fence, hosts in cons.soft_place:
+        bad = [st.vm_ids[v] for v in e.vms if final[v] >= 0 and ((final[v] in hosts) != is_fence)]
+        if bad:
+            out.append((e.id, "%d guest(s) misplaced, e.g. %s" % (len(bad), bad[0])))
+    for e, vms in cons.soft_aff:
+        hs = {final[v] for v in vms if final[v] >= 0}
+        if len(hs) > 1:
+            out.append((e.id, "guests spread over %d hosts" % len(hs)))
+    for e, vms, lab in cons.soft_aa:
+        keys = [final[v] if lab is None else cons.label_key[lab][final[v]] for v in vms if final[v] >= 0]
+        if len(set(keys)) < len(keys):
+            out.append((e.id, "%d guests share a host" % (len(keys) - len(set(keys)) + 1)))
+    for e, r, hosts, pct in cons.soft_ceil:
+        used = [0.0] * st.n_hosts
+        for v, h in enumerate(final):
+            if h >= 0:
+                used[h] += st.dem[r][v]
+        over = [st.host_ids[h] for h in range(st.n_hosts) if (hosts is None or h in hosts)
+                and used[h] > st.cap[r][h] * pct / 100.0 + 1e-9]
+        if over:
+            out.append((e.id, "%d host(s) above %s%% %s, e.g. %s" % (len(over), pct, st.res[r], over[0])))
+    return out
+
+
+def _infeasible(prob, conflicts, t0, stats):
+    metrics = {"hosts_used": sum(1 for h in set(prob.state.host_of) if h >= 0), "migrations": 0, "gib_moved": 0.0,
+               "waves": 0, "makespan_s": 0.0, "hard_violations": None, "objective": None,
+               "search": dict(stats, wall_s=round(time.monotonic() - t0, 3))}
+    return {"feasible": False, "steps": [], "waves": [], "assignment": {}, "metrics": metrics,
+            "conflicts": conflicts, "explain": summary_lines(prob, metrics, [], conflicts, [])}
+
+
+def plan_document(doc):
+    """Plan for ``doc`` (see the collection docs for the format); never returns a partial plan."""
+    t0 = time.monotonic()
+    prob = parse_document(doc)
+    st, cons, opts = prob.state, prob.cons, prob.options
+    deadline = t0 + opts["budget_s"]
+    static = static_conflicts(prob)
+    if static:
+        return _infeasible(prob, static, t0, {"phase": "static"})
+    pre = _apply_planning_demand(prob)
+    reserve = _post_reserve(st, opts["budget_s"])
+    pk, reasons, stats = search(prob, deadline - reserve, deadline - 0.5 * reserve)
+    violations = pk.hard_violations()
+    if violations:
+        ref = ref_caps(st)
+
+        def feasible_with(cons2):
+            _p, _r, left, _f = _repair(st, cons2, opts, ref, allow_off=opts["allow_power_on"])
+            return not left and not _p.hard_violations()
+        extra = max(0.5, opts["budget_s"])
+        conflicts = search_conflicts(prob, pk, violations, time.monotonic() + extra, feasible_with)
+        return _infeasible(prob, conflicts, t0, stats)
+    final_items = list(pk.asg)
+    try:
+        sched = schedule(pk, final_items, opts)
+    except ScheduleError as exc:
+        ids = set()
+        for i in exc.items:
+            for v in pk.members[i]:
+                ids.update(cons.place_exps[v] or ())
+                ids.update(cons.aa[gi][0].id for gi in cons.vm_aa[v] or ())
+        ids.update(e.id for e in cons.exps if e.hard and e.type in ("ceiling", "maintenance", "affinity"))
+        ids = sorted(ids)
+        return _infeasible(prob, [{"expectations": ids or ["capacity"], "text": "no safe migration order: %s" % exc}],
+                           t0, stats)
+    final = [-1] * st.n_vms
+    for i, h in enumerate(final_items):
+        for v in pk.members[i]:
+            final[v] = h if h >= 0 else st.host_of[v]
+    for step in power_on_steps(st, final):
+        pre.append((step, ("capacity", "%s is needed to host guests" % st.host_ids[step.host]),
+                    {"host": st.host_ids[step.host]}))
+    post = []
+    for step, eid in power_off_steps(st, cons, final):
+        post.append((step, (eid, "%s is empty" % st.host_ids[step.host]), {"host": st.host_ids[step.host]}))
+    offset = 1 if pre else 0
+    steps, waves, gib = build_steps(prob, reasons, sched, pre, post, offset)
+    if post:
+        waves.append([])
+    moved = sum(1 for v in range(st.n_vms) if final[v] != st.host_of[v])
+    used_hosts = len({h for h in final if h >= 0})
+    imbalance = _imbalance(st, final)
+    metrics = {"hosts_used": used_hosts, "migrations": moved, "gib_moved": round(gib, 3), "waves": len(waves),
+               "makespan_s": sched.makespan_s, "hard_violations": 0,
+               "objective": {"name": opts["objective"], "hosts_used": used_hosts, "migrations": moved,
+                             "gib_moved": round(gib, 3), "imbalance": imbalance},
+               "search": dict(stats, wall_s=round(time.monotonic() - t0, 3), temp_moves=len(sched.temp))}
+    soft = _soft_report(prob, final)
+    return {"feasible": True, "steps": steps, "waves": waves,
+            "assignment": {st.vm_ids[v]: st.host_ids[final[v]] for v in range(st.n_vms) if final[v] >= 0},
+            "metrics": metrics, "conflicts": [], "explain": summary_lines(prob, metrics, steps, [], soft)}
+
+
+def _imbalance(st, final):
+    """Max host utilisation minus min over powered-on, used hosts, in percent points (worst resource)."""
+    used = [[0.0] * st.n_hosts for _ in st.res]
+    for v, h in enumerate(final):
+        if h >= 0:
+            for r in range(len(st.res)):
+                used[r][h] += st.dem[r][v]
+    busy = set(final)
+    hosts = [h for h in range(st.n_hosts) if h in busy]
+    if not hosts:
+        return 0.0
+    worst = 0.0
+    for r in range(len(st.res)):
+        utils = [100.0 * used[r][h] / st.cap[r][h] for h in hosts if st.cap[r][h] > 0]
+        if utils:
+            worst = max(worst, max(utils) - min(utils))
+    return round(worst, 1)

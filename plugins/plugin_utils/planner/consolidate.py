@@ -1,0 +1,530 @@
+"""Consolidation: fewest hosts, then fewest migrations (then GiB moved).
+
+Migration-aware construction, then local search:
+
+1. *Stay sets*: on every host keep the most guests that may stay (hard rules hold, the fewest
+   evictions bring it under its limits). These are exactly the guests the migration lower bound lets stay.
+2. *Host choice*: keep the k hosts with the largest stay sets (pinned guests and hosts that may not be
+   emptied first); k starts at the capacity lower bound and grows until the construction succeeds.
+3. *Construction*: the other guests, largest first, go home when they can, else best-fit on the
+   scarcest resource; a guest that fits nowhere ejects an already-moved guest (free to move again)
+   or, failing that, a staying one.
+4. *Improvement* until the deadline: send moved guests back home, ejecting already-moved guests
+   to make room (each success saves a migration).
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+import time
+
+from .packing import EPS
+
+# Hosts tried per guest in the best-fit scan before falling back to a full scan.
+SCAN_LIMIT = 48
+# Overload search effort as (steps per unplaced guest, extra steps): a quick try while looking for
+# any solution, a long one when trying to save a host.
+QUICK_EFFORT = (20, 200)
+FULL_EFFORT = (500, 20000)
+# Overload tabu search: guests of the overloaded host and random hosts examined per step, tabu
+# tenure (a guest may not return to a host it just left), and the migration penalty in
+# host-capacity fractions (small: the overload must reach zero first).
+OVERLOAD_ITEMS = 8
+OVERLOAD_HOSTS = 12
+OVERLOAD_TABU = 10
+OVERLOAD_SEED_HOSTS = 32
+MIG_PENALTY = 1e-4
+# Restarts perturb guest sizes by up to this fraction when ordering them.
+RESTART_NOISE = 0.15
+# Phase 1 starts this fraction of the host bound above it (at least one host).
+PHASE1_MARGIN = 0.002
+# Share of the time left after the first solution spent on saving hosts (the rest: migrations).
+PHASE2_SHARE = 0.5
+
+
+def may_empty(pk):
+    """Hosts the objective may empty: power_saving's list when given, else every usable host."""
+    cons = pk.cons
+    if cons.power_saving is not None:
+        return set(cons.may_power_off)
+    return set(range(pk.nh))
+
+
+class _Free:
+    """Hosts sorted by free capacity of one resource, for best-fit lookups."""
+
+    def __init__(self, pk, hosts, r):
+        self.pk, self.r = pk, r
+        self.key = {}
+        self.lst = []
+        for h in hosts:
+            k = (pk.lim[r][h] - pk.used[r][h], h)
+            self.key[h] = k
+            self.lst.append(k)
+        self.lst.sort()
+
+    def update(self, h):
+        old = self.key.get(h)
+        if old is None:
+            return
+        i = bisect.bisect_left(self.lst, old)
+        del self.lst[i]
+        k = (self.pk.lim[self.r][h] - self.pk.used[self.r][h], h)
+        self.key[h] = k
+        bisect.insort(self.lst, k)
+
+    def best_fit(self, i, exclude=-1):
+        """Host with the least free capacity (on this resource) that can take item ``i``."""
+        pk = self.pk
+        lst = self.lst
+        start = bisect.bisect_left(lst, (pk.dem[self.r][i] - EPS, -1))
+        n = len(lst)
+        stop = min(n, start + SCAN_LIMIT)
+        for pos in range(start, stop):
+            h = lst[pos][1]
+            if h != exclude and pk.can_place(i, h):
+                return h
+        for pos in range(stop, n):
+            h = lst[pos][1]
+            if h != exclude and pk.can_place(i, h):
+                return h
+        return None
+
+
+def _scarce_resource(pk, hosts):
+    tot_d = [0.0] * pk.nr
+    for r in range(pk.nr):
+        d = pk.dem[r]
+        tot_d[r] = sum(d[i] for i in range(len(pk.asg)) if pk.home[i] >= 0)
+    best, ratio = 0, -1.0
+    for r in range(pk.nr):
+        cap = sum(pk.lim[r][h] for h in hosts)
+        x = tot_d[r] / cap if cap > 0 else float("inf")
+        if x > ratio:
+            best, ratio = r, x
+    return best
+
+
+def _cover_k(pk, order, demand):
+    """Smallest prefix of ``order`` whose limits cover the demand on every resource."""
+    acc = [0.0] * pk.nr
+    for n, h in enumerate(order, 1):
+        for r in range(pk.nr):
+            acc[r] += pk.lim[r][h]
+        if all(acc[r] + EPS >= demand[r] for r in range(pk.nr)):
+            return n
+    return None
+
+
+def migration_lb(pk, hosts, n_hosts):
+    """Lower bound on migrations with at most ``n_hosts`` hosts used (relaxation: rules ignored).
+
+    A kept host loses at least the fewest guests whose removal (largest first, per resource) brings
+    it under its limits; every other non-empty host loses all its guests; the cheapest hosts to
+    empty are chosen. Same bound as the benchmark's ``mig_lb``."""
+    by_host = {}
+    for i, h in enumerate(pk.home):
+        if h >= 0:
+            by_host.setdefault(h, []).append(i)
+    keep_cost, cnt = {}, {}
+    for h, items in by_host.items():
+        cnt[h] = sum(pk.nmem[i] for i in items)
+        best = 0
+        for r in range(pk.nr):
+            excess = sum(pk.dem[r][i] for i in items) - (pk.lim[r][h] if h in hosts else 0)
+            if excess > EPS:
+                n = 0
+                d = pk.dem[r]
+                for i in sorted(items, key=lambda j, d=d: -d[j]):
+                    excess -= pk.dem[r][i]
+                    n += pk.nmem[i]
+                    if excess <= EPS:
+                        break
+                best = max(best, n)
+        keep_cost[h] = best
+    extra = max(0, len(by_host) - n_hosts)
+    delta = sorted(cnt[h] - keep_cost[h] for h in by_host)
+    return sum(keep_cost.values()) + sum(delta[:extra])
+
+
+def _capacity_lb(pk, hosts, demand):
+    """Hosts needed when the largest limits are used first (per resource, max over resources)."""
+    lb = 1
+    for r in range(pk.nr):
+        caps = sorted((pk.lim[r][h] for h in hosts), reverse=True)
+        acc = 0.0
+        for n, c in enumerate(caps, 1):
+            acc += c
+            if acc + EPS >= demand[r]:
+                lb = max(lb, n)
+                break
+    return lb
+
+
+class Consolidator:
+    """One consolidation run on a Packing (mutates it; the caller keeps the repair result as fallback)."""
+
+    def __init__(self, pk, reasons, deadline, opts, ref, stats, evictor, rng):
+        self.pk, self.reasons, self.deadline = pk, reasons, deadline
+        self.rng = rng
+        self.hard_deadline = stats.pop("hard_deadline", deadline)
+        self.free = None
+        self.noise = 0.0
+        self.interrupted = False
+        self.opts, self.ref, self.stats = opts, ref, stats
+        self.evictor = evictor
+        st = pk.state
+        self.eid = pk.cons.power_saving.id if pk.cons.power_saving is not None else "objective:consolidate"
+        self.emptiable = may_empty(pk)
+        self.hosts = [h for h in range(pk.nh) if pk.usable[h] and (st.power_on[h] or pk.cnt[h] > 0)]
+        self.items = [i for i in range(len(pk.asg)) if pk.home[i] >= 0 or pk.asg[i] >= 0]
+        self.sizes = pk.sizes(ref)
+
+    def stay_config(self):
+        """Reset to the start placement minus the evictions hard rules force; returns forced items."""
+        pk = self.pk
+        if isinstance(self.evictor, list):
+            forced = set(self.evictor)
+            pk.reset([-1 if i in forced else h for i, h in enumerate(pk.home)])
+            return self.evictor
+        pk.reset(pk.home)
+        return self.evictor(pk)
+
+    def run(self):
+        pk = self.pk
+        self.stay_config()
+        stay = list(pk.asg)
+        stay_members = [0] * pk.nh
+        for i, h in enumerate(stay):
+            if h >= 0:
+                stay_members[h] += pk.nmem[i]
+        must = set()
+        for i, h in enumerate(stay):
+            if h >= 0 and (pk.pinned[i] or h not in self.emptiable):
+                must.add(h)
+        hosts = self.hosts
+        capw = {h: round(sum(pk.lim[r][h] / self.ref[r] for r in range(pk.nr)), 6) for h in hosts}
+        # Keep the hosts where most guests stay; on mixed fleets also try the biggest hosts first.
+        orders = [sorted(hosts, key=lambda h: (h not in must, -stay_members[h], -capw[h], h))]
+        if len(set(capw.values())) > 1:
+            orders.append(sorted(hosts, key=lambda h: (h not in must, -capw[h], -stay_members[h], h)))
+        demand = [sum(pk.dem[r][i] for i in self.items) for r in range(pk.nr)]
+        lb = _capacity_lb(pk, hosts, demand)
+        self.stats["host_lb"] = lb
+        best = None
+        t0 = time.monotonic()
+        # Phase 1 (anytime): for each host order, the first host count where a quick construction works.
+        for n, order in enumerate(orders):
+            k = max(len(must), lb, _cover_k(pk, order, demand) or len(order))
+            # Start a little above the bound: a first plan quickly, then phase 2 works downwards.
+            k = max(k, min(len(order), lb + max(1, int(PHASE1_MARGIN * lb))))
+            step = 1
+            while k <= len(order):
+                # Until a first plan exists, the hard deadline applies (the repair plan is poor here).
+                limit = self.deadline if best is not None else max(self.deadline, self.hard_deadline)
+                if time.monotonic() >= limit or (best is not None and k > best[0]):   # pylint: disable=unsubscriptable-object
+                    break
+                if self._attempt(stay, order, k, QUICK_EFFORT, limit):
+                    best = self._better(best, n)
+                    break
+                # Grow the step: a first plan fast; phase 2 walks back down.
+                k += step
+                step *= 2
+        self.stats["phase1_s"] = round(time.monotonic() - t0, 3)
+        if best is None:
+            return False
+        # Phase 2: fewer hosts with longer ejection chains, on half of the remaining time.
+        phase2_end = time.monotonic() + PHASE2_SHARE * max(0.0, self.deadline - time.monotonic())
+        n = best[3]
+        k = best[0] - 1
+        while k >= max(lb, len(must)) and time.monotonic() < phase2_end:
+            if not self._attempt(stay, orders[n], k, FULL_EFFORT, phase2_end):
+                break
+            best = self._better(best, n)
+            k = best[0] - 1
+        if best is None:
+            return False
+        self.stats["phase2_s"] = round(time.monotonic() - t0, 3)
+        pk.reset(best[2])
+        kept = [h for h in hosts if pk.cnt[h] > 0]
+        self.free = _Free(pk, kept, _scarce_resource(pk, kept))
+        self.improve(kept)
+        self.stats["improve_s"] = round(time.monotonic() - t0, 3)
+        best = self._better(None, n)
+        # Phase 3: restarts at the best host count with perturbed guest order and a fresh random
+        # stream; keep the best. Every restart is self-contained, so a deadline cut loses nothing.
+        restarts = 0
+        last = None
+        hosts_set = set(hosts)
+        while True:
+            now = time.monotonic()
+            if now + (last or 0.0) * 1.2 > self.deadline:
+                break
+            if best[1] <= migration_lb(pk, hosts_set, best[0]):
+                self.stats["proven_optimal"] = best[0] == lb
+                break
+            self.rng = random.Random(self.rng.random())
+            self.noise = RESTART_NOISE
+            # Ties in the host order are broken at random (the migration bound does not care which).
+            tie = {h: self.rng.random() for h in hosts}
+            order = sorted(orders[n], key=lambda h: (h not in must, -stay_members[h], tie[h]) if n == 0 else
+                           (h not in must, -capw[h], -stay_members[h], tie[h]))
+            if self._attempt(stay, order, best[0], FULL_EFFORT, self.deadline):
+                kept = [h for h in hosts if pk.cnt[h] > 0]
+                self.free = _Free(pk, kept, _scarce_resource(pk, kept))
+                self.improve(kept)
+                if pk.hosts_used() <= best[0] and not self.interrupted:
+                    best = self._better(best, n)
+            restarts += 1
+            last = time.monotonic() - now
+        self.noise = 0.0
+        self.stats["restarts"] = restarts
+        pk.reset(best[2])
+        return True
+
+    def _attempt(self, stay, order, k, effort, deadline):
+        self.stats["constructions"] = self.stats.get("constructions", 0) + 1
+        return self.construct(stay, order[:k], deadline, effort)
+
+    def _better(self, best, order_no):
+        pk = self.pk
+        cand = (pk.hosts_used(), pk.migrations(), list(pk.asg), order_no)
+        if best is None or cand[:2] < best[:2]:
+            return cand
+        return best
+
+    def construct(self, stay, kept, deadline, effort):
+        """Place everything on ``kept`` starting from the stay sets; False when it cannot."""
+        pk = self.pk
+        keptset = set(kept)
+        pk.reset([h if h in keptset else -1 for h in stay])
+        todo = [i for i in self.items if pk.asg[i] < 0]
+        r = _scarce_resource(pk, kept)
+        self.free = free = _Free(pk, kept, r)
+        if self.noise:
+            noise, rnd = self.noise, self.rng.random
+            todo.sort(key=lambda i: (-self.sizes[i] * (1.0 + noise * rnd()), i))
+        else:
+            todo.sort(key=lambda i: (-self.sizes[i], i))
+        failed = []
+        for n, i in enumerate(todo):
+            if n % 256 == 255 and time.monotonic() > deadline:
+                return False
+            h = pk.home[i]
+            if h in keptset and pk.can_place(i, h):
+                dest = h
+            else:
+                dest = free.best_fit(i)
+            if dest is None:
+                failed.append(i)
+                continue
+            pk.move(i, dest)
+            free.update(dest)
+        if not failed:
+            return True
+        self.stats["overload_starts"] = self.stats.get("overload_starts", 0) + len(failed)
+        return self.overload_search(failed, kept, deadline, effort)
+
+    def overload_search(self, failed, kept, deadline, effort):
+        """Tight packing at a fixed host count: put the unplaced guests where they overload least, then
+        relocate/swap guests between hosts to drive the total overload to zero (tabu search; moving a
+        guest that stays home costs a small migration penalty, bringing one home earns it)."""
+        pk, rng = self.pk, self.rng
+        nr = pk.nr
+        lim = pk.lim
+        used = pk.used
+        inv = [1.0 / x if x > 0 else 0.0 for x in self.ref]
+
+        def ov(h, add=None, sub=None):
+            t = 0.0
+            for r in range(nr):
+                u = used[r][h]
+                if add is not None:
+                    u += pk.dem[r][add]
+                if sub is not None:
+                    u -= pk.dem[r][sub]
+                x = u - lim[r][h]
+                if x > EPS:
+                    t += x * inv[r]
+            return t
+
+        on = self._by_host()
+        over = set()
+        lst = self.free.lst if self.free is not None else [(0, h) for h in kept]
+        for u in sorted(failed, key=lambda j: (-self.sizes[j], j)):
+            dest, dest_d = None, 0.0
+            # Candidates: the hosts with most room on the scarce resource, plus random ones.
+            cands = [x[1] for x in lst[-OVERLOAD_SEED_HOSTS:]]
+            cands += [kept[rng.randrange(len(kept))] for _x in range(OVERLOAD_SEED_HOSTS // 2)]
+            for h in cands:
+                if pk.allowed(u, h) and pk.aa_ok(u, h):
+                    d = ov(h, add=u) - ov(h)
+                    if dest is None or d < dest_d:
+                        dest, dest_d = h, d
+            if dest is None:
+                dest = next((h for h in kept if pk.allowed(u, h) and pk.aa_ok(u, h)), None)
+            if dest is None:
+                return False
+            pk.move(u, dest)
+            on[dest].append(u)
+            if ov(dest) > 0:
+                over.add(dest)
+        tabu = {}
+        it = 0
+        nk = len(kept)
+        max_iter = effort[0] * len(failed) + effort[1]
+        while over:
+            it += 1
+            if it > max_iter or (it % 16 == 0 and time.monotonic() > deadline):
+                self.stats["overload_iters"] = self.stats.get("overload_iters", 0) + it
+                return False
+            a = sorted(over)[rng.randrange(len(over))]
+            base_a = ov(a)
+            ia = [i for i in on[a] if pk.asg[i] == a and not pk.pinned[i]]
+            on[a] = [i for i in on[a] if pk.asg[i] == a]
+            if not ia:
+                return False
+            if len(ia) > OVERLOAD_ITEMS:
+                ia = rng.sample(ia, OVERLOAD_ITEMS)
+            hosts = [kept[rng.randrange(nk)] for _x in range(OVERLOAD_HOSTS)]
+            best = None
+            rr = range(nr)
+            dem = pk.dem
+            home = pk.home
+            ua = [used[r][a] - lim[r][a] for r in rr]     # slack (negative) or excess on a
+            dvec = {x: [dem[r][x] for r in rr] for x in ia}
+            for b in set(hosts):
+                if b == a:
+                    continue
+                base_b = ov(b)
+                base = base_a + base_b
+                ub = [used[r][b] - lim[r][b] for r in rr]
+                jb = [j for j in on[b] if pk.asg[j] == b and not pk.pinned[j] and tabu.get((j, a), 0) <= it
+                      and not pk.aa[j] and pk.allowed(j, a)]
+                jvec = [(j, [dem[r][j] for r in rr],
+                         MIG_PENALTY * pk.nmem[j] * ((a != home[j]) - (b != home[j]))) for j in jb]
+                for i in ia:
+                    if tabu.get((i, b), 0) > it or not pk.allowed(i, b):
+                        continue
+                    di = dvec[i]
+                    mi = MIG_PENALTY * pk.nmem[i] * ((b != home[i]) - (a != home[i]))
+                    if pk.aa_ok(i, b):
+                        d = ov(a, sub=i) + ov(b, add=i) - base + mi
+                        if best is None or d < best[0]:
+                            best = (d, i, b, None)
+                    if pk.aa[i]:
+                        continue   # swaps of anti-affinity members: plain moves only
+                    for j, dj, mj in jvec:
+                        t = mi + mj - base
+                        for r in rr:
+                            dd = dj[r] - di[r]
+                            xa = ua[r] + dd
+                            if xa > EPS:
+                                t += xa * inv[r]
+                            xb = ub[r] - dd
+                            if xb > EPS:
+                                t += xb * inv[r]
+                        if best is None or t < best[0]:
+                            best = (t, i, b, j)
+            if best is None:
+                continue
+            d, i, b, j = best
+            pk.move(i, b)
+            on[b].append(i)
+            tabu[(i, a)] = it + OVERLOAD_TABU
+            if j is not None:
+                pk.move(j, a)
+                on[a].append(j)
+                tabu[(j, b)] = it + OVERLOAD_TABU
+            for h in (a, b):
+                if ov(h) > 0:
+                    over.add(h)
+                else:
+                    over.discard(h)
+        self.stats["overload_iters"] = self.stats.get("overload_iters", 0) + it
+        # The best-fit index is stale after free moves: rebuild it for the improvement phase.
+        self.free = _Free(pk, kept, self.free.r)
+        return True
+
+    def _by_host(self):
+        return self.pk.items_by_host()
+
+    def improve(self, kept):
+        """Send moved guests home while it fits, ejecting moved guests from home when needed."""
+        pk, free = self.pk, self.free
+        keptset = set(kept)
+        on = self._by_host()
+        improved = True
+        rounds = 0
+        self.interrupted = False
+        while improved and time.monotonic() < self.deadline:
+            improved = False
+            rounds += 1
+            for i in self.items:
+                h = pk.home[i]
+                a = pk.asg[i]
+                if a == h or h not in keptset or a < 0:
+                    continue
+                if time.monotonic() > self.deadline:
+                    self.interrupted = True
+                    break
+                if pk.can_place(i, h):
+                    pk.move(i, h)
+                    free.update(a)
+                    free.update(h)
+                    on[h].append(i)
+                    improved = True
+                    continue
+                if not (pk.allowed(i, h) and pk.aa_ok(i, h)):
+                    continue
+                # Eject one moved guest from home to anywhere else (not back to a).
+                for j in sorted((j for j in on[h] if pk.asg[j] == h and pk.home[j] != h and not pk.pinned[j]),
+                                key=lambda j: (self.sizes[j], j)):
+                    pk.move(j, -1)
+                    pk.move(i, -1)
+                    if pk.can_place(i, h):
+                        pk.move(i, h)
+                        free.update(a)
+                        free.update(h)
+                        dest = free.best_fit(j, exclude=h)
+                        if dest is not None:
+                            pk.move(j, dest)
+                            free.update(dest)
+                            on[h].append(i)
+                            on[dest].append(j)
+                            improved = True
+                            break
+                        pk.move(i, a)
+                        free.update(a)
+                        free.update(h)
+                    else:
+                        pk.move(i, a)
+                    pk.move(j, h)
+                    free.update(h)
+        self.stats["improve_rounds"] = rounds
+
+
+def consolidate(pk, reasons, deadline, opts, ref, stats, forced, rng):
+    """Run the consolidation from the start placement minus ``forced``; True when it found a valid
+    placement (left in ``pk``), False otherwise (``pk`` is then undefined)."""
+    t0 = time.monotonic()
+    c = Consolidator(pk, reasons, deadline, opts, ref, stats, forced, rng)
+    stats["init_s"] = round(time.monotonic() - t0, 3)
+    ok = c.run()
+    stats["run_s"] = round(time.monotonic() - t0, 3)
+    if not ok or pk.hard_violations():
+        stats["consolidated"] = False
+        return False
+    stats["consolidated"] = True
+    st = pk.state
+    for i, h in enumerate(pk.asg):
+        if h != pk.home[i] and h >= 0:
+            src = pk.home[i]
+            if src >= 0 and i not in reasons.by_item:
+                reasons.set(i, c.eid, "empty %s" % st.host_ids[src] if pk.cnt[src] == 0 else
+                            "consolidate: make room on %s" % st.host_ids[h])
+        elif h == pk.home[i]:
+            reasons.by_item.pop(i, None)
+    stats["check_s"] = round(time.monotonic() - t0, 3)
+    return True

@@ -1,0 +1,195 @@
+"""Input document parsing: validation, FORMAT.md translation, options with documented defaults."""
+
+from __future__ import annotations
+
+from .errors import PlanInputError
+from .expectations import Constraints, parse_expectations, _fail, _number, _bool
+from .state import KNOWN_RESOURCES, State
+
+# Options and their defaults (the contract documented for callers).
+DEFAULT_OPTIONS = {
+    "budget_s": 1.0,                 # search wall-clock budget, seconds
+    "seed": 0,                       # random seed; same seed + same input = same plan
+    "max_migrations_per_host": 2,    # migrations touching a host (in + out) per wave
+    "min_gain_per_gib": 0.0,         # optional (non-required) moves must gain this much objective per GiB moved
+    "cooldown_s": 600.0,             # a guest migrated less than this ago only moves when a hard expectation needs it
+    "migration_budget": None,        # max optional migrations per run (None = unlimited; required moves always count)
+    "objective": None,               # "consolidate" | "balance"; None = consolidate for FORMAT.md instances or
+                                     # when a power_saving expectation exists, else balance
+    "allow_power_on": True,          # powered-off hosts may be switched on when capacity is short
+    "temp_hosts": True,              # the scheduler may route a guest via a temporary host to break cycles
+    "max_waves": 1000,               # safety stop for the scheduler
+}
+
+HOST_KEYS = ("id", "cap", "features", "labels", "power", "maintenance", "migration_bandwidth_mbps", "name")
+VM_KEYS = ("id", "dem", "vcpu", "mem_alloc_mib", "dirty_mbps", "host", "requires", "last_migrated_s_ago", "name")
+
+
+class Problem:
+    """A parsed planning request."""
+
+    def __init__(self, state, cons, options, name, format_md):
+        self.state = state
+        self.cons = cons
+        self.options = options
+        self.name = name
+        self.format_md = format_md
+
+
+def _check_amounts(amounts, res, path, what):
+    if not isinstance(amounts, dict):
+        _fail(path, "expected a mapping of resource: amount, got %r" % (amounts,))
+    for k, val in amounts.items():
+        if k not in KNOWN_RESOURCES:
+            _fail("%s.%s" % (path, k), "unknown resource %r (known: %s)" % (k, ", ".join(KNOWN_RESOURCES)))
+        if type(val) not in (int, float) or val < 0:   # fast path; _number words the error
+            _number(val, "%s.%s" % (path, k), lo=0)
+    for r in res:
+        if r not in amounts:
+            _fail(path, "missing %s for packing resource %r" % (what, r))
+
+
+def _parse_options(doc):
+    raw = doc.get("options") or {}
+    if not isinstance(raw, dict):
+        _fail("options", "expected a mapping, got %r" % (raw,))
+    for k in raw:
+        if k not in DEFAULT_OPTIONS:
+            _fail("options." + k, "unknown option (known: %s)" % ", ".join(sorted(DEFAULT_OPTIONS)))
+    opt = dict(DEFAULT_OPTIONS)
+    limits = doc.get("limits") or {}
+    if isinstance(limits, dict) and "max_migrations_per_host" in limits:
+        opt["max_migrations_per_host"] = limits["max_migrations_per_host"]
+    opt.update(raw)
+    _number(opt["budget_s"], "options.budget_s", lo=0, lo_open=True)
+    if isinstance(opt["seed"], bool) or not isinstance(opt["seed"], int):
+        _fail("options.seed", "expected an integer, got %r" % (opt["seed"],))
+    m = opt["max_migrations_per_host"]
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        _fail("options.max_migrations_per_host", "expected an integer >= 1, got %r" % (m,))
+    _number(opt["min_gain_per_gib"], "options.min_gain_per_gib", lo=0)
+    _number(opt["cooldown_s"], "options.cooldown_s", lo=0)
+    mb = opt["migration_budget"]
+    if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int) or mb < 0):
+        _fail("options.migration_budget", "expected null or an integer >= 0, got %r" % (mb,))
+    if opt["objective"] not in (None, "consolidate", "balance"):
+        _fail("options.objective", "expected 'consolidate' or 'balance', got %r" % (opt["objective"],))
+    for k in ("allow_power_on", "temp_hosts"):
+        opt[k] = _bool(opt[k], "options." + k, True)
+    mw = opt["max_waves"]
+    if isinstance(mw, bool) or not isinstance(mw, int) or mw < 1:
+        _fail("options.max_waves", "expected an integer >= 1, got %r" % (mw,))
+    return opt
+
+
+def _format_md_expectations(doc):
+    """Translate FORMAT.md's top-level anti_affinity / bans into expectation dicts."""
+    out = []
+    aa = doc.get("anti_affinity") or []
+    if not isinstance(aa, list):
+        _fail("anti_affinity", "expected a list of guest lists")
+    for i, g in enumerate(aa):
+        out.append({"id": "aa-%d" % i, "type": "anti_affinity", "vms": g, "hard": True})
+    bans = doc.get("bans") or []
+    if not isinstance(bans, list):
+        _fail("bans", "expected a list of [guest, host] pairs")
+    per_vm = {}
+    for i, pair in enumerate(bans):
+        try:
+            vm, host = pair
+            lst = per_vm.get(vm)
+        except (TypeError, ValueError):
+            lst = vm = host = None
+            _fail("bans[%d]" % i, "expected a [guest, host] pair, got %r" % (pair,))
+        if lst is None:
+            lst = per_vm[vm] = []
+        lst.append(host)
+    for vm, hosts in per_vm.items():
+        out.append({"id": "ban-%s" % vm, "type": "ban", "vms": [vm], "hosts": hosts, "hard": True})
+    return out
+
+
+def parse_document(doc):
+    """Validate ``doc`` and build a Problem; raises PlanInputError naming the bad path."""
+    if not isinstance(doc, dict):
+        raise PlanInputError("document: expected a mapping, got %r" % (type(doc).__name__,))
+    res = doc.get("resources", ["cpu", "mem"])
+    if not isinstance(res, list) or not res:
+        _fail("resources", "expected a non-empty list, got %r" % (res,))
+    for i, r in enumerate(res):
+        if r not in KNOWN_RESOURCES:
+            _fail("resources[%d]" % i, "unknown resource %r (known: %s)" % (r, ", ".join(KNOWN_RESOURCES)))
+    if len(set(res)) != len(res):
+        _fail("resources", "duplicate resource in %r" % (res,))
+    hosts, vms = doc.get("hosts"), doc.get("vms")
+    if not isinstance(hosts, list) or not hosts:
+        _fail("hosts", "expected a non-empty list")
+    if not isinstance(vms, list):
+        _fail("vms", "expected a list")
+    seen = set()
+    for i, h in enumerate(hosts):
+        p = "hosts[%d]" % i
+        if not isinstance(h, dict):
+            _fail(p, "expected a mapping")
+        hid = h.get("id")
+        if not isinstance(hid, str) or not hid:
+            _fail(p + ".id", "expected a non-empty string, got %r" % (hid,))
+        if hid in seen:
+            _fail(p + ".id", "duplicate host id %r" % hid)
+        seen.add(hid)
+        p = "hosts[%d](%s)" % (i, hid)
+        _check_amounts(h.get("cap"), res, p + ".cap", "capacity")
+        if h.get("power", "on") not in ("on", "off"):
+            _fail(p + ".power", "expected 'on' or 'off', got %r" % (h.get("power"),))
+        _bool(h.get("maintenance"), p + ".maintenance", False)
+        if h.get("migration_bandwidth_mbps") is not None:
+            _number(h["migration_bandwidth_mbps"], p + ".migration_bandwidth_mbps", lo=0, lo_open=True)
+        feats = h.get("features") or []
+        if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
+            _fail(p + ".features", "expected a list of strings, got %r" % (feats,))
+        labels = h.get("labels") or {}
+        if not isinstance(labels, dict):
+            _fail(p + ".labels", "expected a mapping, got %r" % (labels,))
+    vseen = set()
+    for i, v in enumerate(vms):
+        p = "vms[%d]" % i
+        if not isinstance(v, dict):
+            _fail(p, "expected a mapping")
+        vid = v.get("id")
+        if not isinstance(vid, str) or not vid:
+            _fail(p + ".id", "expected a non-empty string, got %r" % (vid,))
+        if vid in vseen:
+            _fail(p + ".id", "duplicate guest id %r" % vid)
+        vseen.add(vid)
+        p = "vms[%d](%s)" % (i, vid)
+        _check_amounts(v.get("dem"), res, p + ".dem", "demand")
+        if v.get("host") is not None and v["host"] not in seen:
+            _fail(p + ".host", "unknown host %r" % (v["host"],))
+        if v.get("vcpu") is not None and (isinstance(v["vcpu"], bool) or not isinstance(v["vcpu"], int) or v["vcpu"] < 1):
+            _fail(p + ".vcpu", "expected an integer >= 1, got %r" % (v["vcpu"],))
+        for k in ("mem_alloc_mib", "dirty_mbps", "last_migrated_s_ago"):
+            x = v.get(k)
+            if x is not None and (type(x) not in (int, float) or x < 0):
+                _number(x, "%s.%s" % (p, k), lo=0)
+        req = v.get("requires") or []
+        if not isinstance(req, list) or not all(isinstance(f, str) for f in req):
+            _fail(p + ".requires", "expected a list of strings, got %r" % (req,))
+    format_md = "expectations" not in doc and any(k in doc for k in ("anti_affinity", "bans", "limits", "name"))
+    raw_exps = doc.get("expectations")
+    if raw_exps is not None and not isinstance(raw_exps, list):
+        _fail("expectations", "expected a list")
+    raw_exps = list(raw_exps or []) + _format_md_expectations(doc)
+    # Ceilings on a non-packing resource make it tracked (loads, limits) without making it a packing resource.
+    tracked = list(res)
+    for e in raw_exps:
+        if isinstance(e, dict) and e.get("type") == "ceiling" and e.get("resource") in KNOWN_RESOURCES \
+                and e["resource"] not in tracked and all(e["resource"] in (h.get("cap") or {}) for h in hosts):
+            tracked.append(e["resource"])
+    state = State(tracked, res, hosts, vms)
+    exps = parse_expectations(state, raw_exps)
+    opt = _parse_options(doc)
+    cons = Constraints(state, exps)
+    if opt["objective"] is None:
+        opt["objective"] = "consolidate" if (format_md or cons.power_saving is not None) else "balance"
+    name = doc.get("name", "")
+    return Problem(state, cons, opt, name if isinstance(name, str) else str(name), format_md)

@@ -1,0 +1,267 @@
+"""Wave scheduling of migrations: per-host limits, capacity held on both hosts while a guest moves,
+anti-affinity kept at every instant, bandwidth sharing, cycles broken through a temporary host."""
+
+from __future__ import annotations
+
+from .costs import effective_bandwidth_mbs, migration_prediction
+from .packing import EPS
+
+INF_BW = float("inf")
+
+
+class ScheduleError(Exception):
+    """The moves cannot be ordered safely (no temporary host breaks the deadlock)."""
+
+    def __init__(self, text, items=()):
+        super().__init__(text)
+        self.items = list(items)
+
+
+class Schedule:
+    """Waves of ``(item, [(vm, src, dst), ...])``; ``temp`` lists (item, host) detours via a temporary host."""
+
+    def __init__(self):
+        self.waves = []
+        self.temp = []
+        self.durations = []     # per wave: list of predicted seconds per move
+        self.makespan_s = 0.0
+
+
+def _risky_when_shared(state, members, src, dst):
+    """Needs the links alone: converges at full bandwidth but not when sharing it with another move."""
+    for v in members:
+        full = min(effective_bandwidth_mbs(state.bw_mbps[src]), effective_bandwidth_mbs(state.bw_mbps[dst]))
+        if state.dirty[v] < 0.8 * full <= 2 * state.dirty[v]:
+            return True
+    return False
+
+
+def schedule(pk, final, opts):
+    """Order the moves from the current placement to ``final`` (item -> host) into safe waves.
+
+    Positions are tracked per guest (a hard-affinity bundle may start split over hosts); a bundle's
+    members move in the same wave.
+    """
+    st = pk.state
+    limit = opts["max_migrations_per_host"]
+    nr = pk.nr
+    vcur = list(st.host_of)
+    used = [[0] * pk.nh for _ in range(nr)]
+    for v, h in enumerate(vcur):
+        if h >= 0:
+            for r in range(nr):
+                used[r][h] += st.dem[r][v]
+    vm_aa = pk.cons.vm_aa
+    occ = [dict() for _ in pk.occ]
+    keyf = pk.keyf
+
+    def key(gi, h):
+        kf = keyf[gi]
+        return h if kf is None else kf[h]
+
+    for v, h in enumerate(vcur):
+        if h >= 0 and vm_aa[v]:
+            for gi in vm_aa[v]:
+                k = key(gi, h)
+                occ[gi][k] = occ[gi].get(k, 0) + 1
+    pending = {}
+    for i, d in enumerate(final):
+        if d >= 0 and any(vcur[v] != d for v in pk.members[i]):
+            pending[i] = d
+    solo = {i: _risky_when_shared(st, pk.members[i], pk.home[i], d) for i, d in pending.items() if pk.home[i] >= 0}
+    mem_r = st.res.index("mem") if "mem" in st.res else 0
+    out = Schedule()
+    ctx = (pk, vcur, used, occ, key)
+
+    def over(h):
+        for r in range(nr):
+            if used[r][h] > pk.lim[r][h] + EPS:
+                return True
+        return False
+
+    while pending:
+        if len(out.waves) >= opts["max_waves"]:
+            raise ScheduleError("more than %d waves needed" % opts["max_waves"])
+        touched = {}
+        arr = [dict() for _ in range(nr)]
+        arriving = set()
+        wave = []
+        over_h = {}
+
+        def relieves(i):
+            for v in pk.members[i]:
+                h = vcur[v]
+                if h >= 0:
+                    o = over_h.get(h)
+                    if o is None:
+                        o = over_h[h] = over(h)
+                    if o:
+                        return True
+            return False
+        # Guests leaving overloaded hosts first, then the longest (largest memory) first.
+        order = sorted(pending, key=lambda i: (not relieves(i), -pk.dem[mem_r][i], i))
+        for i in order:
+            d = pending[i]
+            movers = [v for v in pk.members[i] if vcur[v] != d]
+            srcs = {vcur[v] for v in movers if vcur[v] >= 0}
+            if len(srcs) > 1 or len(movers) < len(pk.members[i]):
+                # A bundle already split (its affinity does not hold yet) gathers one guest at a time.
+                movers = movers[:1]
+                srcs = {vcur[v] for v in movers if vcur[v] >= 0}
+            if solo.get(i):
+                if touched.get(d, 0) or any(touched.get(s, 0) for s in srcs):
+                    continue
+            elif touched.get(d, 0) >= limit or any(touched.get(s, 0) >= limit for s in srcs):
+                continue
+            if not _fits(ctx, movers, d, arr) or not _aa_free(ctx, movers, d, arriving):
+                continue
+            wave.append((i, d, movers))
+            for h in srcs | {d}:
+                touched[h] = limit if solo.get(i) else touched.get(h, 0) + 1
+            for v in movers:
+                for r in range(nr):
+                    arr[r][d] = arr[r].get(d, 0) + st.dem[r][v]
+                for gi in vm_aa[v] or ():
+                    arriving.add((gi, key(gi, d)))
+        if not wave:
+            wave = _break_deadlock(ctx, pending, opts, out)
+        out.waves.append(_apply_wave(ctx, wave, pending, final))
+    _durations(pk, out, limit)
+    return out
+
+
+def _fits(ctx, movers, d, arr):
+    pk, _vcur, used, _occ, _key = ctx
+    dem = pk.state.dem
+    for r in range(pk.nr):
+        add = 0
+        for v in movers:
+            add += dem[r][v]
+        if used[r][d] + arr[r].get(d, 0) + add > pk.lim[r][d] + EPS:
+            return False
+    return True
+
+
+def _aa_free(ctx, movers, d, arriving):
+    """No member of a mover's anti-affinity groups on ``d`` now (even one leaving) or arriving there."""
+    pk, _vcur, _used, occ, key = ctx
+    for v in movers:
+        for gi in pk.cons.vm_aa[v] or ():
+            k = key(gi, d)
+            if occ[gi].get(k, 0) > 0 or (gi, k) in arriving:
+                return False
+    return True
+
+
+def _cycle_items(ctx, pending):
+    """Items on waits-for cycles (an item waits for the items leaving its destination), cycle order."""
+    _pk, vcur, _used, _occ, _key = ctx
+    leaving = {}
+    for j in sorted(pending):
+        for v in ctx[0].members[j]:
+            if vcur[v] >= 0 and vcur[v] != pending[j]:
+                leaving.setdefault(vcur[v], []).append(j)
+    state = {}
+    found = []
+    for start in sorted(pending):
+        if start in state:
+            continue
+        path, pos = [], {}
+        i = start
+        while i is not None and i not in state:
+            state[i] = 1
+            pos[i] = len(path)
+            path.append(i)
+            nxt = leaving.get(pending[i])
+            i = nxt[0] if nxt else None
+        if i is not None and i in pos:
+            found.extend(path[pos[i]:])
+    return found
+
+
+def _detour_movers(ctx, i):
+    """Guests of item ``i`` that a detour moves: all of a gathered bundle, one of a split one."""
+    pk, vcur = ctx[0], ctx[1]
+    m = list(pk.members[i])
+    return m if len({vcur[v] for v in m}) == 1 else m[:1]
+
+
+def _temp_host(ctx, i, pending):
+    pk, vcur, used, _occ, _key = ctx
+    nr = pk.nr
+    movers = _detour_movers(ctx, i)
+    best, best_load = None, None
+    for t in range(pk.nh):
+        if t == pending[i] or any(vcur[v] == t for v in movers) or not pk.allowed(i, t) or not pk.state.power_on[t]:
+            continue
+        if not _fits(ctx, movers, t, [{} for _ in range(nr)]) or not _aa_free(ctx, movers, t, set()):
+            continue
+        load = max((used[r][t] + pk.dem[r][i]) / pk.lim[r][t] if pk.lim[r][t] > 0 else 0.0 for r in range(nr))
+        if best is None or load < best_load:
+            best, best_load = t, load
+    return best
+
+
+def _break_deadlock(ctx, pending, opts, out):
+    """Route one item of a waits-for cycle (else any blocked item) through a temporary host."""
+    if not opts["temp_hosts"]:
+        raise ScheduleError("migration cycle and temporary hosts are disabled", sorted(pending))
+    pk = ctx[0]
+    ones = [1] * pk.nr
+    cyc = _cycle_items(ctx, pending)
+    rest = [i for i in pending if i not in set(cyc)]
+    for group in (cyc, rest):
+        for i in sorted(group, key=lambda j: (pk.size(j, ones), j)):
+            t = _temp_host(ctx, i, pending)
+            if t is not None:
+                out.temp.append((i, t))
+                return [(i, t, _detour_movers(ctx, i))]
+    raise ScheduleError("migration cycle: no temporary host can take any of %d blocked guests" % len(pending),
+                        sorted(pending))
+
+
+def _apply_wave(ctx, wave, pending, final):
+    """Commit a wave; returns it as (item, [(vm, src, dst), ...])."""
+    pk, vcur, used, occ, key = ctx
+    st = pk.state
+    done = []
+    for i, d, movers in wave:
+        vm_moves = []
+        for v in movers:
+            s = vcur[v]
+            for r in range(pk.nr):
+                if s >= 0:
+                    used[r][s] -= st.dem[r][v]
+                used[r][d] += st.dem[r][v]
+            for gi in pk.cons.vm_aa[v] or ():
+                kd = key(gi, d)
+                if s >= 0:
+                    occ[gi][key(gi, s)] -= 1
+                occ[gi][kd] = occ[gi].get(kd, 0) + 1
+            vcur[v] = d
+            vm_moves.append((v, s, d))
+        if all(vcur[v] == final[i] for v in pk.members[i]):
+            del pending[i]
+        done.append((i, vm_moves))
+    return done
+
+
+def _durations(pk, out, limit):
+    st = pk.state
+    total = 0.0
+    del limit
+    for wave in out.waves:
+        share = {}
+        for _i, moves in wave:
+            for _v, s, d in moves:
+                share[s] = share.get(s, 0) + 1
+                share[d] = share.get(d, 0) + 1
+        ds = []
+        for _i, moves in wave:
+            for v, s, d in moves:
+                bw = min(effective_bandwidth_mbs(st.bw_mbps[s], share[s]) if s >= 0 else INF_BW,
+                         effective_bandwidth_mbs(st.bw_mbps[d], share[d]))
+                ds.append(migration_prediction(st.mem_alloc[v], st.dirty[v], bw)["duration_s"])
+        out.durations.append(ds)
+        total += max(ds) if ds else 0.0
+    out.makespan_s = round(total, 3)

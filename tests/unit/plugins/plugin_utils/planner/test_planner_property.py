@@ -1,0 +1,103 @@
+"""Property-based: any plan returned passes the validity rules; infeasible answers carry no plan."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.api import plan_document
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.validate import check_plan
+
+
+@st.composite
+def documents(draw):
+    nh = draw(st.integers(2, 6))
+    nv = draw(st.integers(1, 14))
+    hosts = []
+    for h in range(nh):
+        hosts.append({"id": "h%d" % h,
+                      "cap": {"cpu": draw(st.integers(2000, 16000)), "mem": draw(st.integers(2000, 16000))},
+                      "features": ["avx512"] if draw(st.booleans()) else [],
+                      "labels": {"rack": "r%d" % draw(st.integers(0, 2))},
+                      "power": "off" if draw(st.integers(0, 9)) == 0 else "on"})
+    on = [h["id"] for h in hosts if h["power"] == "on"] or [hosts[0]["id"]]
+    if hosts[0]["id"] in on:
+        hosts[0]["power"] = "on"
+    for h in hosts:
+        if h["id"] in on:
+            h["power"] = "on"
+    vms = []
+    for v in range(nv):
+        mem = draw(st.integers(100, 6000))
+        vms.append({"id": "v%d" % v, "dem": {"cpu": draw(st.integers(50, 5000)), "mem": mem}, "vcpu": draw(st.integers(1, 8)),
+                    "mem_alloc_mib": mem, "dirty_mbps": draw(st.floats(0, 900)), "host": draw(st.sampled_from(on)),
+                    "last_migrated_s_ago": draw(st.none() | st.floats(0, 3000))})
+    names = [v["id"] for v in vms]
+    hnames = [h["id"] for h in hosts]
+    exps = []
+    for k in range(draw(st.integers(0, 5))):
+        kind = draw(st.sampled_from(["ceiling", "anti_affinity", "ban", "fence", "maintenance", "features", "power_saving",
+                                     "affinity", "cpu_cap", "memory_guarantee"]))
+        hard = draw(st.booleans()) if kind in ("anti_affinity", "affinity", "ban", "ceiling") else True
+        e = {"id": "e%d" % k, "type": kind, "hard": hard}
+        if kind == "ceiling":
+            e.update(hosts="*", resource=draw(st.sampled_from(["cpu", "mem"])), max_pct=draw(st.integers(40, 100)))
+        elif kind in ("anti_affinity", "affinity"):
+            if nv < 2:
+                continue
+            e["vms"] = draw(st.lists(st.sampled_from(names), min_size=2, max_size=min(4, nv), unique=True))
+            if kind == "anti_affinity" and draw(st.booleans()):
+                e["spread_label"] = "rack"
+        elif kind in ("ban", "fence"):
+            e["vms"] = draw(st.lists(st.sampled_from(names), min_size=1, max_size=2, unique=True))
+            e["hosts"] = draw(st.lists(st.sampled_from(hnames), min_size=1, max_size=2, unique=True))
+        elif kind == "maintenance":
+            e["host"] = draw(st.sampled_from(hnames))
+        elif kind == "features":
+            e.update(vms=[draw(st.sampled_from(names))], features=["avx512"])
+        elif kind == "power_saving":
+            e.update(hosts_may_power_off="*", hard=False)
+        elif kind == "cpu_cap":
+            e.update(vm=draw(st.sampled_from(names)), max_pct=draw(st.integers(10, 100)))
+        elif kind == "memory_guarantee":
+            e.update(vm=draw(st.sampled_from(names)), min_mib=draw(st.integers(0, 3000)))
+        exps.append(e)
+    opts = {"seed": draw(st.integers(0, 3)), "budget_s": 0.1, "objective": draw(st.sampled_from(["balance", "consolidate"])),
+            "max_migrations_per_host": draw(st.integers(1, 3))}
+    return {"resources": ["cpu", "mem"], "hosts": hosts, "vms": vms, "expectations": exps, "options": opts}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(documents())
+def test_any_returned_plan_is_valid(d):
+    res = plan_document(d)
+    errs = check_plan(d, res)
+    assert errs == [], (errs, res["explain"])
+    if res["feasible"]:
+        assert res["metrics"]["hard_violations"] == 0
+        for s in res["steps"]:
+            assert s["reason"]["expectation"]
+            assert s["loads_after"]
+    else:
+        assert res["steps"] == [] and res["waves"] == [] and res["conflicts"]
+        assert all(c["expectations"] for c in res["conflicts"])
+
+
+@st.composite
+def format_md_instances(draw):
+    d = draw(documents())
+    ban = [[v["id"], draw(st.sampled_from([h["id"] for h in d["hosts"]]))] for v in d["vms"] if draw(st.booleans())]
+    names = [v["id"] for v in d["vms"]]
+    aa = [draw(st.lists(st.sampled_from(names), min_size=2, max_size=3, unique=True))] if len(names) >= 2 else []
+    for h in d["hosts"]:
+        h["power"] = "on"
+    return {"name": "p", "resources": ["cpu", "mem"], "hosts": d["hosts"], "vms": d["vms"], "bans": ban,
+            "anti_affinity": aa, "limits": {"max_migrations_per_host": 2}, "options": {"budget_s": 0.1}}
+
+
+@settings(max_examples=100, deadline=None)
+@given(format_md_instances())
+def test_format_md_plans_pass_format_rules(inst):
+    res = plan_document(inst)
+    assert check_plan(inst, res, check_expectations=False) == []
+    if res["feasible"]:
+        assert res["metrics"]["hosts_used"] <= len({v["host"] for v in inst["vms"]}) + len(inst["hosts"])
