@@ -30,6 +30,8 @@ def _fmt_bytes(count):
 def step_outcome(result):
     """One migration's outcome from its task result: what happened, measured against predicted."""
     step = _step_of(result)
+    if step.get("kind", "migrate") != "migrate":
+        return _host_step_outcome(step, result)
     migration = result.get("migration") or {}
     predicted = step.get("predicted") or {}
     label = "step %s: %s %s -> %s" % (step.get("id"), step.get("vm"), step.get("from"), step.get("to"))
@@ -59,6 +61,25 @@ def step_outcome(result):
     }
 
 
+def _host_step_outcome(step, result):
+    """A tune, balloon or KSM step's outcome (these run synchronously on one host)."""
+    target = step.get("vm") or step.get("host")
+    label = "step %s: %s %s" % (step.get("id"), step.get("kind"), target)
+    failed = bool(result.get("failed"))
+    if failed:
+        text = "%s failed: %s" % (label, result.get("msg") or "failed")
+    elif result.get("changed"):
+        text = "%s done" % label
+    else:
+        text = "%s: already as planned, nothing to do" % label
+    return {
+        "id": step.get("id"), "wave": step.get("wave"), "vm": step.get("vm"), "host": step.get("host"),
+        "kind": step.get("kind"), "step": label, "failed": failed, "changed": bool(result.get("changed")),
+        "performed": bool(result.get("changed")) and not failed,
+        "predicted": step.get("cost") or {}, "measured": {}, "text": text,
+    }
+
+
 def _error_pct(measured, predicted):
     if measured is None or not predicted:
         return None
@@ -69,7 +90,7 @@ def prediction_report(plan, outcomes, cluster_after):
     """Predicted vs measured: each migration's duration and each host's load once the plan ran."""
     steps = []
     for outcome in outcomes or []:
-        if not outcome.get("performed"):
+        if not outcome.get("performed") or outcome.get("kind", "migrate") != "migrate":
             continue
         predicted_s = (outcome.get("predicted") or {}).get("duration_s")
         measured = outcome.get("measured") or {}

@@ -45,3 +45,14 @@ def test_prediction_report_gives_duration_error_and_host_load_error():
     assert report["hosts"]["h2"]["measured_load_pct"] == {"cpu": 2.0, "mem": 25.0}
     assert report["hosts"]["h2"]["error_points"] == {"mem": 0.0, "cpu": 1.0}
     assert report["hosts"]["h2"]["measured_guests"] == ["vm1"]
+
+
+def test_host_steps_are_reported_but_not_counted_as_migrations():
+    step = {"id": 2, "wave": 0, "kind": "tune", "vm": "vm1", "cpu_limit": 500, "cost": {"duration_s": 0.5}}
+    done = step_outcome({"changed": True, "apply_step": step})
+    assert done["performed"] and done["text"] == "step 2: tune vm1 done"
+    same = step_outcome({"changed": False, "apply_step": step})
+    assert not same["performed"] and "already as planned" in same["text"]
+    bad = step_outcome({"failed": True, "msg": "nope", "apply_step": step})
+    assert bad["failed"] and bad["text"].endswith("failed: nope")
+    assert prediction_report({}, [done], None)["steps"] == []
