@@ -219,12 +219,14 @@ def cleanup(prefix=""):
         for d in _domains(conn):
             if not d.name().startswith(prefix):
                 continue
+            name = d.name()
+            persistent = d.isPersistent()  # a transient domain is gone once destroyed: ask first
             if d.isActive():
                 d.destroy()
-            if d.isPersistent():
+            if persistent:
                 d.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                                 | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-            print(f"{d.name()}: removed from {h}")
+            print(f"{name}: removed from {h}")
         conn.close()
 
 
