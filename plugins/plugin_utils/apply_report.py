@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from .cluster_document import build_document, placement
+from .cluster_document import ClusterDocumentError, build_document, placement
 
 
 def _step_of(result):
@@ -105,7 +105,12 @@ def prediction_report(plan, outcomes, cluster_after):
         })
     hosts = {}
     predicted_after = plan.get("placement_after") or {}
-    actual_after = placement(build_document(cluster_after)) if cluster_after else {}
+    actual_after, facts_error = {}, None
+    if cluster_after:
+        try:
+            actual_after = placement(build_document(cluster_after))
+        except ClusterDocumentError as error:
+            facts_error = str(error)  # reported, not raised: the plan has run, the report must not fail it
     for host in sorted(set(predicted_after) | set(actual_after)):
         want = (predicted_after.get(host) or {}).get("load_pct") or {}
         got = (actual_after.get(host) or {}).get("load_pct") or {}
@@ -121,4 +126,5 @@ def prediction_report(plan, outcomes, cluster_after):
         "steps": steps,
         "hosts": hosts,
         "predicted_makespan_s": (plan.get("metrics") or {}).get("makespan_s"),
+        "facts_error": facts_error,
     }

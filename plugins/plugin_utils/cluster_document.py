@@ -189,7 +189,8 @@ def build_document(cluster, ceilings=None, default_ceiling=None, expectations=No
     names = sorted(cluster)
     effective = host_ceilings(names, ceilings, default_ceiling)
 
-    hosts, vms, seen, declared = [], [], {}, []
+    hosts, vms, declared = [], [], []
+    copies = {}
     for name in names:
         entry = cluster[name] or {}
         cpu_cap, mem_cap = _host_capacity(name, entry)
@@ -202,30 +203,51 @@ def build_document(cluster, ceilings=None, default_ceiling=None, expectations=No
             "labels": dict(entry.get("labels") or {}),
         })
         for guest in _guests_of(entry):
-            if guest.get("state") not in RUNNING_STATES:
-                continue
-            gname = guest["name"]
-            if gname in seen:
-                raise ClusterDocumentError("guest %r runs on both %s and %s; resolve that before planning"
-                                           % (gname, seen[gname], name))
-            seen[gname] = name
-            if guest.get("expectations_error"):
-                raise ClusterDocumentError("guest %r on %s: %s" % (gname, name, guest["expectations_error"]))
-            if guest.get("expectations"):
-                declared.append((gname, guest["expectations"]))
-            cpu_m, mem_mib, alloc_mib, vcpus = _guest_demand(guest)
-            vms.append({
-                "id": gname,
-                "dem": {"cpu": cpu_m, "mem": mem_mib},
-                "vcpu": vcpus,
-                "mem_alloc_mib": alloc_mib,
-                "dirty_mbps": DEFAULT_DIRTY_MBPS,
-                "host": name,
-                "requires": [],
-            })
+            if guest.get("state") in RUNNING_STATES:
+                copies.setdefault(guest["name"], []).append((name, guest))
 
+    in_flight = []
+    for gname in sorted(copies):
+        placed = copies[gname]
+        if len(placed) > 1:
+            # A migration in progress shows the guest on both hosts: running on one, paused on the
+            # other (incoming, or the source after a post-copy switch). It is the same guest: plan
+            # it where it runs, count its memory on the other host too, and move neither copy.
+            running = [item for item in placed if item[1].get("state") == "running"]
+            if len(running) != 1 or len(placed) != 2:
+                raise ClusterDocumentError("guest %r runs on %s; resolve that before planning"
+                                           % (gname, " and ".join(host for host, _g in placed)))
+            other = [item for item in placed if item is not running[0]][0]
+            placed = running
+            in_flight.append((gname, running[0][0], other[0], other[1]))
+        host_name, guest = placed[0]
+        if guest.get("expectations_error"):
+            raise ClusterDocumentError("guest %r on %s: %s" % (gname, host_name, guest["expectations_error"]))
+        if guest.get("expectations"):
+            declared.append((gname, guest["expectations"]))
+        cpu_m, mem_mib, alloc_mib, vcpus = _guest_demand(guest)
+        vms.append({
+            "id": gname,
+            "dem": {"cpu": cpu_m, "mem": mem_mib},
+            "vcpu": vcpus,
+            "mem_alloc_mib": alloc_mib,
+            "dirty_mbps": DEFAULT_DIRTY_MBPS,
+            "host": host_name,
+            "requires": [],
+        })
+
+    busy = []
+    for gname, host_name, other_host, copy in in_flight:
+        cpu_m, mem_mib, alloc_mib, vcpus = _guest_demand(copy)
+        twin = "%s@%s" % (gname, other_host)
+        vms.append({"id": twin, "dem": {"cpu": cpu_m, "mem": mem_mib}, "vcpu": vcpus, "mem_alloc_mib": alloc_mib,
+                    "dirty_mbps": DEFAULT_DIRTY_MBPS, "host": other_host, "requires": []})
+        busy.append({"id": "migrating-%s" % gname, "type": "fence", "vms": [gname], "hosts": [host_name], "hard": True})
+        busy.append({"id": "migrating-%s" % twin, "type": "fence", "vms": [twin], "hosts": [other_host], "hard": True})
+
+    moving = set(e["vms"][0] for e in busy)
     pinned = [{"id": "unmanaged-%s" % vm["id"], "type": "fence", "vms": [vm["id"]], "hosts": [vm["host"]], "hard": True}
-              for vm in vms if not managed.fullmatch(vm["id"])]
+              for vm in vms if not managed.fullmatch(vm["id"]) and vm["id"] not in moving]
 
     grouped = {}
     for name in names:
@@ -241,7 +263,7 @@ def build_document(cluster, ceilings=None, default_ceiling=None, expectations=No
         "units": {"cpu": "millicore", "mem": "MiB"},
         "hosts": hosts,
         "vms": vms,
-        "expectations": ceiling_expectations + pinned + metadata_expectations(declared) + list(expectations or []),
+        "expectations": ceiling_expectations + pinned + busy + metadata_expectations(declared) + list(expectations or []),
         "options": dict(options or {}),
     }
 

@@ -81,8 +81,18 @@ def test_bad_ceilings_are_named_in_the_error(kwargs, message):
 
 
 def test_a_guest_running_twice_is_an_error_not_a_plan():
-    with pytest.raises(ClusterDocumentError, match="guest 'a' runs on both h1 and h2"):
+    with pytest.raises(ClusterDocumentError, match="guest 'a' runs on h1 and h2; resolve that before planning"):
         build_document(cluster(h1=[guest("a")], h2=[guest("a")]))
+
+
+def test_a_guest_in_migration_counts_on_both_hosts_and_stays_put():
+    incoming = guest("a", state="paused")
+    doc = build_document(cluster(h1=[guest("a"), guest("b")], h2=[incoming], h3=[]))
+    by_id = dict((vm["id"], vm) for vm in doc["vms"])
+    assert by_id["a"]["host"] == "h1" and by_id["a@h2"]["host"] == "h2"
+    assert by_id["a@h2"]["dem"]["mem"] == 256
+    fences = dict((e["id"], e["hosts"]) for e in doc["expectations"] if e["type"] == "fence")
+    assert fences == {"migrating-a": ["h1"], "migrating-a@h2": ["h2"]}
 
 
 def test_no_hosts_is_an_error():
