@@ -468,6 +468,8 @@ class ProgressFile:
         record.update(extra)
         try:
             directory = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(directory):
+                os.makedirs(directory, 0o755)
             handle, temporary = tempfile.mkstemp(prefix=".migrate-progress-", dir=directory)
             try:
                 with os.fdopen(handle, "w") as stream:
