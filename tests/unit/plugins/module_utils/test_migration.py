@@ -317,9 +317,17 @@ def test_progress_file_is_written_whole_and_throttled(tmp_path):
 
 
 def test_an_unwritable_progress_file_is_reported_not_raised(tmp_path):
-    writer = mig.ProgressFile(str(tmp_path / "missing" / "progress.json"), "vm1", "h1", "h3")
+    (tmp_path / "plainfile").write_text("not a directory")
+    writer = mig.ProgressFile(str(tmp_path / "plainfile" / "progress.json"), "vm1", "h1", "h3")
     writer.write("precopy", 1.0, {})
-    assert "missing" in writer.error
+    assert "plainfile" in writer.error
+
+
+def test_the_progress_directory_is_created(tmp_path):
+    path = tmp_path / "run" / "autopilot-kvm" / "vm1.json"
+    writer = mig.ProgressFile(str(path), "vm1", "h1", "h3")
+    writer.write("precopy", 1.0, {})
+    assert writer.error is None and path.exists()
 
 
 # ------------------------------------------------------------------ the job watcher, with a fake domain
