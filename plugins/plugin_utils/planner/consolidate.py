@@ -1,16 +1,18 @@
-"""Consolidation: fewest hosts, then fewest migrations (then GiB moved).
+"""Consolidation: fewest hosts, then fewest migrations.
 
-Migration-aware construction, then local search:
+Migration-aware construction plus local search, bounded by work units (deterministic per seed):
 
 1. *Stay sets*: on every host keep the most guests that may stay (hard rules hold, the fewest
-   evictions bring it under its limits). These are exactly the guests the migration lower bound lets stay.
-2. *Host choice*: keep the k hosts with the largest stay sets (pinned guests and hosts that may not be
-   emptied first); k starts at the capacity lower bound and grows until the construction succeeds.
-3. *Construction*: the other guests, largest first, go home when they can, else best-fit on the
-   scarcest resource; a guest that fits nowhere ejects an already-moved guest (free to move again)
-   or, failing that, a staying one.
-4. *Improvement* until the deadline: send moved guests back home, ejecting already-moved guests
-   to make room (each success saves a migration).
+   evictions bring it under its limits): exactly the guests the migration lower bound lets stay.
+2. *Host order*: hosts with the largest stay sets first (pinned guests and hosts that may not be
+   emptied before all); on mixed fleets also biggest hosts first.
+3. *Construction* on the first k hosts: the other guests, largest first, go home when they can, else
+   best-fit on the scarcest resource. Guests that fit nowhere are put where they overload least and a
+   tabu search relocates/swaps guests until no host is over its limits (overload search).
+4. *Phases*: (1) a first plan a little above the capacity bound, growing k until it works; (2) fewer
+   hosts with long overload searches; (3) improvement: moved guests go back home, ejecting other moved
+   guests to make room; (4) restarts at the best host count with perturbed orders and evictions,
+   until the migration lower bound is reached (proven optimal) or the work budget is spent.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ import bisect
 import random
 import time
 
+from .bounds import capacity_lb, cover_k, migration_lb
 from .packing import EPS
 
 # Hosts tried per guest in the best-fit scan before falling back to a full scan.
 SCAN_LIMIT = 48
 # Overload search effort as (steps per unplaced guest, extra steps): a quick try while looking for
 # any solution, a long one when trying to save a host.
-QUICK_EFFORT = (20, 200)
+QUICK_EFFORT = (2, 50)
+# A quick try gives up at once when best fit left more than this many host-fractions unplaced.
+QUICK_MAX_FAILED = 1.0
 FULL_EFFORT = (500, 20000)
 # Overload tabu search: guests of the overloaded host and random hosts examined per step, tabu
 # tenure (a guest may not return to a host it just left), and the migration penalty in
@@ -35,6 +40,19 @@ OVERLOAD_HOSTS = 12
 OVERLOAD_TABU = 10
 OVERLOAD_SEED_HOSTS = 32
 MIG_PENALTY = 1e-4
+# Work units per second of budget (a unit is about 1 us of construction, overload search or
+# improvement on the 2-core reference machine, idle: the weights below were fitted on 10k and 30k
+# guests; 450k/s leaves some headroom when the machine is shared),
+# a fixed cost per guest for the parts outside the search (parsing, scheduling, explaining), and the
+# least share of the budget the search gets.
+WORK_PER_S = 450000
+WORK_FIXED_PER_GUEST = 12
+WORK_MIN_SHARE = 0.2
+# Cap on relocations made to spread migrations over hosts (each costs a scan of the used hosts).
+SPREAD_MAX_MOVES = 200
+# Restarts swap which guest leaves an overloaded host on this share of such hosts (tries per host).
+PERTURB_HOST_P = 0.3
+PERTURB_TRIES = 8
 # Restarts perturb guest sizes by up to this fraction when ordering them.
 RESTART_NOISE = 0.15
 # Phase 1 starts this fraction of the host bound above it (at least one host).
@@ -106,72 +124,25 @@ def _scarce_resource(pk, hosts):
     return best
 
 
-def _cover_k(pk, order, demand):
-    """Smallest prefix of ``order`` whose limits cover the demand on every resource."""
-    acc = [0.0] * pk.nr
-    for n, h in enumerate(order, 1):
-        for r in range(pk.nr):
-            acc[r] += pk.lim[r][h]
-        if all(acc[r] + EPS >= demand[r] for r in range(pk.nr)):
-            return n
-    return None
-
-
-def migration_lb(pk, hosts, n_hosts):
-    """Lower bound on migrations with at most ``n_hosts`` hosts used (relaxation: rules ignored).
-
-    A kept host loses at least the fewest guests whose removal (largest first, per resource) brings
-    it under its limits; every other non-empty host loses all its guests; the cheapest hosts to
-    empty are chosen. Same bound as the benchmark's ``mig_lb``."""
-    by_host = {}
-    for i, h in enumerate(pk.home):
-        if h >= 0:
-            by_host.setdefault(h, []).append(i)
-    keep_cost, cnt = {}, {}
-    for h, items in by_host.items():
-        cnt[h] = sum(pk.nmem[i] for i in items)
-        best = 0
-        for r in range(pk.nr):
-            excess = sum(pk.dem[r][i] for i in items) - (pk.lim[r][h] if h in hosts else 0)
-            if excess > EPS:
-                n = 0
-                d = pk.dem[r]
-                for i in sorted(items, key=lambda j, d=d: -d[j]):
-                    excess -= pk.dem[r][i]
-                    n += pk.nmem[i]
-                    if excess <= EPS:
-                        break
-                best = max(best, n)
-        keep_cost[h] = best
-    extra = max(0, len(by_host) - n_hosts)
-    delta = sorted(cnt[h] - keep_cost[h] for h in by_host)
-    return sum(keep_cost.values()) + sum(delta[:extra])
-
-
-def _capacity_lb(pk, hosts, demand):
-    """Hosts needed when the largest limits are used first (per resource, max over resources)."""
-    lb = 1
-    for r in range(pk.nr):
-        caps = sorted((pk.lim[r][h] for h in hosts), reverse=True)
-        acc = 0.0
-        for n, c in enumerate(caps, 1):
-            acc += c
-            if acc + EPS >= demand[r]:
-                lb = max(lb, n)
-                break
-    return lb
-
-
 class Consolidator:
     """One consolidation run on a Packing (mutates it; the caller keeps the repair result as fallback)."""
 
     def __init__(self, pk, reasons, deadline, opts, ref, stats, evictor, rng):
         self.pk, self.reasons, self.deadline = pk, reasons, deadline
+        self.base_deadline = deadline
+        # Scheduling and explaining cost time per migration: a plan with more moves must stop earlier.
+        self.post_per_move = stats.pop("post_per_move", 0.0)
         self.rng = rng
         self.hard_deadline = stats.pop("hard_deadline", deadline)
         self.free = None
         self.noise = 0.0
         self.interrupted = False
+        self.failed_size = 0.0      # host fractions left unplaced by the last construction's best fit
+        # Work units (deterministic counts of placements and evaluations) bound the search so the result
+        # depends on the seed only; the wall-clock deadline is a safety net for slow machines.
+        self.work = 0
+        self.work_budget = max(WORK_MIN_SHARE * WORK_PER_S * opts["budget_s"],
+                               WORK_PER_S * opts["budget_s"] - WORK_FIXED_PER_GUEST * len(pk.asg))
         self.opts, self.ref, self.stats = opts, ref, stats
         self.evictor = evictor
         st = pk.state
@@ -210,13 +181,13 @@ class Consolidator:
         if len(set(capw.values())) > 1:
             orders.append(sorted(hosts, key=lambda h: (h not in must, -capw[h], -stay_members[h], h)))
         demand = [sum(pk.dem[r][i] for i in self.items) for r in range(pk.nr)]
-        lb = _capacity_lb(pk, hosts, demand)
+        lb = capacity_lb(pk, hosts, demand)
         self.stats["host_lb"] = lb
         best = None
         t0 = time.monotonic()
         # Phase 1 (anytime): for each host order, the first host count where a quick construction works.
         for n, order in enumerate(orders):
-            k = max(len(must), lb, _cover_k(pk, order, demand) or len(order))
+            k = max(len(must), lb, cover_k(pk, order, demand) or len(order))
             # Start a little above the bound: a first plan quickly, then phase 2 works downwards.
             k = max(k, min(len(order), lb + max(1, int(PHASE1_MARGIN * lb))))
             step = 1
@@ -225,21 +196,24 @@ class Consolidator:
                 limit = self.deadline if best is not None else max(self.deadline, self.hard_deadline)
                 if time.monotonic() >= limit or (best is not None and k > best[0]):   # pylint: disable=unsubscriptable-object
                     break
+                if best is not None and self.work >= self.work_budget:
+                    break
                 if self._attempt(stay, order, k, QUICK_EFFORT, limit):
                     best = self._better(best, n)
                     break
-                # Grow the step: a first plan fast; phase 2 walks back down.
-                k += step
+                # Grow the step (at least what the unplaced guests would fill): a first plan fast;
+                # phase 2 walks back down.
+                k += max(step, int(self.failed_size) + 1)
                 step *= 2
         self.stats["phase1_s"] = round(time.monotonic() - t0, 3)
         if best is None:
             return False
         # Phase 2: fewer hosts with longer ejection chains, on half of the remaining time.
-        phase2_end = time.monotonic() + PHASE2_SHARE * max(0.0, self.deadline - time.monotonic())
+        phase2_work = self.work + PHASE2_SHARE * max(0.0, self.work_budget - self.work)
         n = best[3]
         k = best[0] - 1
-        while k >= max(lb, len(must)) and time.monotonic() < phase2_end:
-            if not self._attempt(stay, orders[n], k, FULL_EFFORT, phase2_end):
+        while k >= max(lb, len(must)) and self.work < phase2_work and time.monotonic() < self.deadline:
+            if not self._attempt(stay, orders[n], k, FULL_EFFORT, self.deadline):
                 break
             best = self._better(best, n)
             k = best[0] - 1
@@ -257,9 +231,10 @@ class Consolidator:
         restarts = 0
         last = None
         hosts_set = set(hosts)
-        while True:
+        while self.work < self.work_budget:
             now = time.monotonic()
             if now + (last or 0.0) * 1.2 > self.deadline:
+                self.stats["deadline_cut"] = True
                 break
             if best[1] <= migration_lb(pk, hosts_set, best[0]):
                 self.stats["proven_optimal"] = best[0] == lb
@@ -270,18 +245,52 @@ class Consolidator:
             tie = {h: self.rng.random() for h in hosts}
             order = sorted(orders[n], key=lambda h: (h not in must, -stay_members[h], tie[h]) if n == 0 else
                            (h not in must, -capw[h], -stay_members[h], tie[h]))
-            if self._attempt(stay, order, best[0], FULL_EFFORT, self.deadline):
+            if self._attempt(self._perturbed_stay(stay), order, best[0], FULL_EFFORT, self.deadline):
                 kept = [h for h in hosts if pk.cnt[h] > 0]
                 self.free = _Free(pk, kept, _scarce_resource(pk, kept))
                 self.improve(kept)
-                if pk.hosts_used() <= best[0] and not self.interrupted:
+                # A restart's plan replaces the best only when complete and within every limit.
+                if pk.hosts_used() <= best[0] and not self.interrupted and not any(pk.over(h) for h in kept):
                     best = self._better(best, n)
             restarts += 1
             last = time.monotonic() - now
         self.noise = 0.0
         self.stats["restarts"] = restarts
+        self.stats["work"] = self.work
         pk.reset(best[2])
         return True
+
+    def _perturbed_stay(self, stay):
+        """Same number of guests leave each host, but on some hosts a different one: swap an evicted guest
+        with a staying one when the host still fits (the packing then has other guests to place)."""
+        pk, rng = self.pk, self.rng
+        out = list(stay)
+        evicted = {}
+        for i, h in enumerate(pk.home):
+            if stay[i] < 0 <= h and not pk.aa[i] and not pk.pinned[i] and pk.allowed(i, h):
+                evicted.setdefault(h, []).append(i)
+        if not evicted:
+            return out
+        staying, used_by = {}, {}
+        for i, h in enumerate(stay):
+            if h >= 0 and h in evicted:
+                u = used_by.setdefault(h, [0] * pk.nr)
+                for r in range(pk.nr):
+                    u[r] += pk.dem[r][i]
+                if not pk.aa[i] and not pk.pinned[i]:
+                    staying.setdefault(h, []).append(i)
+        for h in sorted(evicted):
+            if rng.random() >= PERTURB_HOST_P or h not in staying:
+                continue
+            e = evicted[h][rng.randrange(len(evicted[h]))]
+            s_items = staying[h]
+            used = used_by[h]
+            for _t in range(PERTURB_TRIES):
+                x = s_items[rng.randrange(len(s_items))]
+                if all(used[r] - pk.dem[r][x] + pk.dem[r][e] <= pk.lim[r][h] + EPS for r in range(pk.nr)):
+                    out[x], out[e] = -1, h
+                    break
+        return out
 
     def _attempt(self, stay, order, k, effort, deadline):
         self.stats["constructions"] = self.stats.get("constructions", 0) + 1
@@ -291,6 +300,7 @@ class Consolidator:
         pk = self.pk
         cand = (pk.hosts_used(), pk.migrations(), list(pk.asg), order_no)
         if best is None or cand[:2] < best[:2]:
+            self.deadline = self.base_deadline - self.post_per_move * cand[1]
             return cand
         return best
 
@@ -300,6 +310,7 @@ class Consolidator:
         keptset = set(kept)
         pk.reset([h if h in keptset else -1 for h in stay])
         todo = [i for i in self.items if pk.asg[i] < 0]
+        self.work += (5 * len(pk.asg)) // 4 + 25 * len(todo) + 3 * len(kept)
         r = _scarce_resource(pk, kept)
         self.free = free = _Free(pk, kept, r)
         if self.noise:
@@ -321,8 +332,11 @@ class Consolidator:
                 continue
             pk.move(i, dest)
             free.update(dest)
+        self.failed_size = sum(self.sizes[i] for i in failed)
         if not failed:
             return True
+        if effort is QUICK_EFFORT and self.failed_size > QUICK_MAX_FAILED:
+            return False    # far from fitting: a quick search will not fix it, more hosts will
         self.stats["overload_starts"] = self.stats.get("overload_starts", 0) + len(failed)
         return self.overload_search(failed, kept, deadline, effort)
 
@@ -387,8 +401,9 @@ class Consolidator:
                 return False
             if len(ia) > OVERLOAD_ITEMS:
                 ia = rng.sample(ia, OVERLOAD_ITEMS)
+            self.work += 20 * len(ia) * OVERLOAD_HOSTS
             hosts = [kept[rng.randrange(nk)] for _x in range(OVERLOAD_HOSTS)]
-            best = None
+            best_d, best = None, None
             rr = range(nr)
             dem = pk.dem
             home = pk.home
@@ -411,8 +426,8 @@ class Consolidator:
                     mi = MIG_PENALTY * pk.nmem[i] * ((b != home[i]) - (a != home[i]))
                     if pk.aa_ok(i, b):
                         d = ov(a, sub=i) + ov(b, add=i) - base + mi
-                        if best is None or d < best[0]:
-                            best = (d, i, b, None)
+                        if best_d is None or d < best_d:
+                            best_d, best = d, (i, b, None)
                     if pk.aa[i]:
                         continue   # swaps of anti-affinity members: plain moves only
                     for j, dj, mj in jvec:
@@ -425,11 +440,11 @@ class Consolidator:
                             xb = ub[r] - dd
                             if xb > EPS:
                                 t += xb * inv[r]
-                        if best is None or t < best[0]:
-                            best = (t, i, b, j)
+                        if best_d is None or t < best_d:
+                            best_d, best = t, (i, b, j)
             if best is None:
                 continue
-            d, i, b, j = best
+            i, b, j = best
             pk.move(i, b)
             on[b].append(i)
             tabu[(i, a)] = it + OVERLOAD_TABU
@@ -461,6 +476,7 @@ class Consolidator:
         while improved and time.monotonic() < self.deadline:
             improved = False
             rounds += 1
+            self.work += 2 * len(self.items)
             for i in self.items:
                 h = pk.home[i]
                 a = pk.asg[i]
@@ -528,3 +544,85 @@ def consolidate(pk, reasons, deadline, opts, ref, stats, forced, rng):
             reasons.by_item.pop(i, None)
     stats["check_s"] = round(time.monotonic() - t0, 3)
     return True
+
+
+def spread_arrivals(pk, deadline, max_scan=64):
+    """Fewer waves: the busiest host (moves in + out) bounds the wave count, so relocate guests that move
+    anyway from it to used hosts with fewer moves (same host count, same migrations). Returns moves made."""
+    nh = pk.nh
+    touches = [0] * nh
+    arrivals = [[] for _ in range(nh)]
+    for i, h in enumerate(pk.asg):
+        o = pk.home[i]
+        if h >= 0 and h != o:
+            touches[h] += pk.nmem[i]
+            arrivals[h].append(i)
+            if o >= 0:
+                touches[o] += pk.nmem[i]
+    used = [h for h in range(nh) if pk.cnt[h] > 0]
+    moved = 0
+    for _round in range(SPREAD_MAX_MOVES):
+        if time.monotonic() > deadline:
+            break
+        h = max(range(nh), key=lambda x: (touches[x], -x))
+        top = touches[h]
+        if top <= 2:
+            break
+        # The least-loaded eligible hosts have the most room.
+        cands = sorted((g for g in used if touches[g] + 2 <= top), key=lambda g: (pk.load(g), g))[:max_scan]
+        done = False
+        for i in sorted(arrivals[h], key=lambda j: (pk.dem[0][j], j)):
+            if pk.pinned[i] or pk.asg[i] != h:
+                continue
+            for g in cands:
+                if g != pk.home[i] and touches[g] + pk.nmem[i] < top and pk.can_place(i, g):
+                    pk.move(i, g)
+                    arrivals[h].remove(i)
+                    arrivals[g].append(i)
+                    touches[h] -= pk.nmem[i]
+                    touches[g] += pk.nmem[i]
+                    moved += 1
+                    done = True
+                    break
+            if done:
+                break
+        if not done:
+            break
+    return moved
+
+
+def empty_within_budget(pk, reasons, budget, deadline, eid):
+    """Migration-budget fallback: from a valid placement, empty the hosts with the fewest guests while
+    their guests fit on the other used hosts (most loaded first) and the optional moves stay within
+    ``budget``. Returns the moves made."""
+    emptiable = may_empty(pk)
+    by_host = pk.items_by_host()
+    cand = sorted((h for h in range(pk.nh) if pk.cnt[h] > 0 and h in emptiable),
+                  key=lambda h: (sum(pk.nmem[i] for i in by_host[h]), pk.load(h), h))
+    closed, made = set(), 0
+    for h in cand:
+        items = [i for i in by_host[h] if pk.asg[i] == h]
+        cost = sum(pk.nmem[i] for i in items)
+        if made + cost > budget or time.monotonic() > deadline:
+            break
+        if any(pk.pinned[i] for i in items):
+            continue
+        targets = sorted((g for g in range(pk.nh) if g != h and g not in closed and pk.cnt[g] > 0 and pk.usable[g]),
+                         key=lambda g: (-pk.load(g), g))
+        done = []
+        for i in sorted(items, key=lambda j: (-pk.dem[0][j], j)):
+            dest = next((g for g in targets if pk.can_place(i, g)), None)
+            if dest is None:
+                break
+            pk.move(i, dest)
+            done.append(i)
+        if len(done) < len(items):
+            for i in done:
+                pk.move(i, h)
+            continue
+        closed.add(h)
+        made += cost
+        for i in done:
+            by_host[pk.asg[i]].append(i)
+            reasons.set(i, eid, "empty %s" % pk.state.host_ids[h])
+    return made

@@ -140,6 +140,10 @@ class Constraints:
                     self.power_saving = e
                 self.may_power_off.update(range(nh) if e.hosts is None else e.hosts)
 
+    def has_soft(self):
+        """True when any soft placement expectation needs the soft pass."""
+        return bool(self.soft_place or self.soft_aa or self.soft_aff or self.soft_ceil)
+
     def allowed(self, state, v, h):
         """Hard placement rules for guest ``v`` on host ``h`` (capacity excluded)."""
         if self.blocked[h] is not None:

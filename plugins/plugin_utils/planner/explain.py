@@ -23,6 +23,7 @@ def build_steps(prob, reasons, sched, pre_steps, post_steps, wave_offset):
     steps, waves = [], [[] for _ in range(wave_offset)]
     gib = 0.0
     temp = set(sched.temp)
+    cache = {}   # predictions by (memory, dirty rate, bandwidth): flavours repeat
 
     def add(step, wave, reason, extra=None, cost=None):
         step.apply(st)
@@ -53,7 +54,10 @@ def build_steps(prob, reasons, sched, pre_steps, post_steps, wave_offset):
                 sharing = max(share.get(src, 1), share[d])
                 step = Migrate(v, src, d, sharing)
                 bw = min(effective_bandwidth_mbs(st.bw_mbps[src], sharing), effective_bandwidth_mbs(st.bw_mbps[d], sharing))
-                pred = migration_prediction(st.mem_alloc[v], st.dirty[v], bw)
+                key = (st.mem_alloc[v], st.dirty[v], bw)
+                pred = cache.get(key)
+                if pred is None:
+                    pred = cache[key] = migration_prediction(*key)
                 extra = {"vm": st.vm_ids[v], "from": st.host_ids[src], "to": st.host_ids[d],
                          "predicted": {"duration_s": pred["duration_s"], "bytes": pred["bytes"],
                                        "downtime_ms": pred["downtime_ms"], "risk": pred["risk"]}}

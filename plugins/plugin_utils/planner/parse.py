@@ -11,18 +11,19 @@ DEFAULT_OPTIONS = {
     "budget_s": 1.0,                 # search wall-clock budget, seconds
     "seed": 0,                       # random seed; same seed + same input = same plan
     "max_migrations_per_host": 2,    # migrations touching a host (in + out) per wave
-    "min_gain_per_gib": 0.0,         # optional (non-required) moves must gain this much objective per GiB moved
+    "min_gain_per_gib": 20.0,        # balance: a move must cut sum(host util %)^2 (over hosts and resources) by this
+                                     # much per GiB moved; 20 lets 8 GiB go from 90 % to 30 % on 512 GiB hosts
+                                     # (22.8/GiB), not from 80 % to 40 % (15/GiB)
+    "balance_threshold_pct": 10.0,   # balance: only hosts more than this many points above the mean load give guests
     "cooldown_s": 600.0,             # a guest migrated less than this ago only moves when a hard expectation needs it
     "migration_budget": None,        # max optional migrations per run (None = unlimited; required moves always count)
     "objective": None,               # "consolidate" | "balance"; None = consolidate for FORMAT.md instances or
                                      # when a power_saving expectation exists, else balance
     "allow_power_on": True,          # powered-off hosts may be switched on when capacity is short
     "temp_hosts": True,              # the scheduler may route a guest via a temporary host to break cycles
-    "max_waves": 1000,               # safety stop for the scheduler
+    "max_waves": None,               # refuse plans needing more waves (None: no limit; the scheduler still stops
+                                     # at 3 waves per move, which only a bug could reach)
 }
-
-HOST_KEYS = ("id", "cap", "features", "labels", "power", "maintenance", "migration_bandwidth_mbps", "name")
-VM_KEYS = ("id", "dem", "vcpu", "mem_alloc_mib", "dirty_mbps", "host", "requires", "last_migrated_s_ago", "name")
 
 
 class Problem:
@@ -68,6 +69,7 @@ def _parse_options(doc):
     if isinstance(m, bool) or not isinstance(m, int) or m < 1:
         _fail("options.max_migrations_per_host", "expected an integer >= 1, got %r" % (m,))
     _number(opt["min_gain_per_gib"], "options.min_gain_per_gib", lo=0)
+    _number(opt["balance_threshold_pct"], "options.balance_threshold_pct", lo=0)
     _number(opt["cooldown_s"], "options.cooldown_s", lo=0)
     mb = opt["migration_budget"]
     if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int) or mb < 0):
@@ -77,8 +79,8 @@ def _parse_options(doc):
     for k in ("allow_power_on", "temp_hosts"):
         opt[k] = _bool(opt[k], "options." + k, True)
     mw = opt["max_waves"]
-    if isinstance(mw, bool) or not isinstance(mw, int) or mw < 1:
-        _fail("options.max_waves", "expected an integer >= 1, got %r" % (mw,))
+    if mw is not None and (isinstance(mw, bool) or not isinstance(mw, int) or mw < 1):
+        _fail("options.max_waves", "expected null or an integer >= 1, got %r" % (mw,))
     return opt
 
 

@@ -3,7 +3,7 @@ anti-affinity kept at every instant, bandwidth sharing, cycles broken through a 
 
 from __future__ import annotations
 
-from .costs import effective_bandwidth_mbs, migration_prediction
+from .costs import RISK_HIGH_RHO, effective_bandwidth_mbs, migration_prediction
 from .packing import EPS
 
 INF_BW = float("inf")
@@ -28,10 +28,10 @@ class Schedule:
 
 
 def _risky_when_shared(state, members, src, dst):
-    """Needs the links alone: converges at full bandwidth but not when sharing it with another move."""
+    """Needs the links alone: pre-copy converges at full bandwidth but not on half of it."""
+    full = min(effective_bandwidth_mbs(state.bw_mbps[src]), effective_bandwidth_mbs(state.bw_mbps[dst]))
     for v in members:
-        full = min(effective_bandwidth_mbs(state.bw_mbps[src]), effective_bandwidth_mbs(state.bw_mbps[dst]))
-        if state.dirty[v] < 0.8 * full <= 2 * state.dirty[v]:
+        if state.dirty[v] < RISK_HIGH_RHO * full <= 2 * state.dirty[v]:
             return True
     return False
 
@@ -79,29 +79,40 @@ def schedule(pk, final, opts):
                 return True
         return False
 
+    def relieves(i):
+        for v in pk.members[i]:
+            h = vcur[v]
+            if h >= 0 and over(h):
+                return True
+        return False
+
+    order = None
+    # Safety bound: every wave moves a guest; detours could in principle bounce, three waves per move stop them.
+    max_waves = opts["max_waves"] or 3 * len(pending) + 10
     while pending:
-        if len(out.waves) >= opts["max_waves"]:
-            raise ScheduleError("more than %d waves needed" % opts["max_waves"])
+        if len(out.waves) >= max_waves:
+            raise ScheduleError("more than %d waves needed" % max_waves, sorted(pending))
         touched = {}
         arr = [dict() for _ in range(nr)]
         arriving = set()
         wave = []
-        over_h = {}
-
-        def relieves(i):
-            for v in pk.members[i]:
-                h = vcur[v]
-                if h >= 0:
-                    o = over_h.get(h)
-                    if o is None:
-                        o = over_h[h] = over(h)
-                    if o:
-                        return True
-            return False
-        # Guests leaving overloaded hosts first, then the longest (largest memory) first.
-        order = sorted(pending, key=lambda i: (not relieves(i), -pk.dem[mem_r][i], i))
+        # The order is fixed once (overloaded sources first, then largest memory); later waves skip
+        # what is done (pending only shrinks: a detoured guest stays pending until it lands).
+        if order is None:
+            order = sorted(pending, key=lambda i: (not relieves(i), -pk.dem[mem_r][i], i))
+        else:
+            order = [i for i in order if i in pending]
+        single = pk.single
         for i in order:
             d = pending[i]
+            if single:
+                # Fast path (one guest per item): limits first, they reject most candidates.
+                src = vcur[i]
+                if solo.get(i):
+                    if touched.get(d, 0) or touched.get(src, 0):
+                        continue
+                elif touched.get(d, 0) >= limit or touched.get(src, 0) >= limit:
+                    continue
             movers = [v for v in pk.members[i] if vcur[v] != d]
             srcs = {vcur[v] for v in movers if vcur[v] >= 0}
             if len(srcs) > 1 or len(movers) < len(pk.members[i]):
@@ -223,24 +234,28 @@ def _break_deadlock(ctx, pending, opts, out):
 def _apply_wave(ctx, wave, pending, final):
     """Commit a wave; returns it as (item, [(vm, src, dst), ...])."""
     pk, vcur, used, occ, key = ctx
-    st = pk.state
+    dem = pk.state.dem
+    vm_aa = pk.cons.vm_aa
+    rr = range(pk.nr)
     done = []
     for i, d, movers in wave:
         vm_moves = []
         for v in movers:
             s = vcur[v]
-            for r in range(pk.nr):
+            for r in rr:
+                x = dem[r][v]
                 if s >= 0:
-                    used[r][s] -= st.dem[r][v]
-                used[r][d] += st.dem[r][v]
-            for gi in pk.cons.vm_aa[v] or ():
+                    used[r][s] -= x
+                used[r][d] += x
+            for gi in vm_aa[v] or ():
                 kd = key(gi, d)
                 if s >= 0:
                     occ[gi][key(gi, s)] -= 1
                 occ[gi][kd] = occ[gi].get(kd, 0) + 1
             vcur[v] = d
             vm_moves.append((v, s, d))
-        if all(vcur[v] == final[i] for v in pk.members[i]):
+        m = pk.members[i]
+        if (vcur[m[0]] == final[i]) if len(m) == 1 else all(vcur[v] == final[i] for v in m):
             del pending[i]
         done.append((i, vm_moves))
     return done
@@ -249,6 +264,7 @@ def _apply_wave(ctx, wave, pending, final):
 def _durations(pk, out, limit):
     st = pk.state
     total = 0.0
+    cache = {}
     del limit
     for wave in out.waves:
         share = {}
@@ -261,7 +277,11 @@ def _durations(pk, out, limit):
             for v, s, d in moves:
                 bw = min(effective_bandwidth_mbs(st.bw_mbps[s], share[s]) if s >= 0 else INF_BW,
                          effective_bandwidth_mbs(st.bw_mbps[d], share[d]))
-                ds.append(migration_prediction(st.mem_alloc[v], st.dirty[v], bw)["duration_s"])
+                key = (st.mem_alloc[v], st.dirty[v], bw)
+                t = cache.get(key)
+                if t is None:
+                    t = cache[key] = migration_prediction(*key)["duration_s"]
+                ds.append(t)
         out.durations.append(ds)
         total += max(ds) if ds else 0.0
     out.makespan_s = round(total, 3)

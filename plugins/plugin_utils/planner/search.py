@@ -9,8 +9,9 @@ import heapq
 import random
 import time
 
-from .consolidate import consolidate
+from .consolidate import consolidate, empty_within_budget, spread_arrivals
 from .packing import Packing
+from .soft import improve_soft
 
 INF = float("inf")
 
@@ -207,7 +208,11 @@ def balance(pk, reasons, deadline, opts, budget_left):
     if len(hosts) < 2:
         return 0
     min_gain = opts["min_gain_per_gib"]
+    # Only hosts clearly above the mean are relieved (hysteresis against migration storms).
+    mean = sum(pk.load(h) for h in hosts) / len(hosts)
+    hot = mean + opts["balance_threshold_pct"] / 100.0
     moves = 0
+    by_host = pk.items_by_host()
     hi = LoadHeap(pk, hosts, sign=-1)
     lo = LoadHeap(pk, hosts)
     while time.monotonic() < deadline and (budget_left is None or moves < budget_left):
@@ -216,13 +221,16 @@ def balance(pk, reasons, deadline, opts, budget_left):
             break
         best, best_gain = None, 0.0
         src_load = pk.load(src)
+        if src_load <= hot:
+            break
         dests = []
         for _k in range(8):
             d = lo.pop()
             if d is None:
                 break
             dests.append(d)
-        for i in [j for j, h in enumerate(pk.asg) if h == src] if pk.cnt[src] else []:
+        by_host[src] = [j for j in by_host[src] if pk.asg[j] == src]
+        for i in by_host[src]:
             if pk.pinned[i] or pk.asg[i] != pk.home[i]:
                 continue
             for d in dests:
@@ -241,6 +249,7 @@ def balance(pk, reasons, deadline, opts, budget_left):
             break   # the most loaded host cannot improve: the max cannot drop further
         i, d = best
         pk.move(i, d)
+        by_host[d].append(i)
         reasons.set(i, "objective:balance", "%s load %.0f%% -> %.0f%%" % (
             st.host_ids[src], 100 * src_load, 100 * pk.load(src)))
         moves += 1
@@ -277,7 +286,7 @@ def ref_caps(state):
     return [max(c) if c else 1 for c in state.cap]
 
 
-def search(problem, deadline=None, hard_deadline=None):
+def search(problem, deadline=None, hard_deadline=None, post_per_move=0.0):
     """Find a target placement. Returns (Packing, Reasons, stats).
 
     ``deadline`` ends the search; ``hard_deadline`` (later) may only be used to finish a first plan."""
@@ -289,19 +298,26 @@ def search(problem, deadline=None, hard_deadline=None):
     ref = ref_caps(st)
     stats = {"iterations": 0, "power_on": False}
     budget = opts["migration_budget"]
-    if opts["objective"] == "consolidate":
+    if opts["objective"] == "consolidate" and budget != 0:
         # The repair placement is only a fallback here: build it when consolidation does not deliver.
         pk, reasons, forced = _evicted(st, cons, opts, ref, allow_off=False)
         required = sum(pk.nmem[i] for i in forced)
         stats["repair_s"] = round(time.monotonic() - t0, 3)
         stats["hard_deadline"] = hard_deadline or deadline
+        stats["post_per_move"] = post_per_move
         ok = consolidate(pk, reasons, deadline, opts, ref, stats, forced, rng)
         stats.pop("hard_deadline", None)
+        stats.pop("post_per_move", None)
         if ok and budget is not None and pk.migrations() - required > budget:
             stats["budget_fallback"] = True
             ok = False
         if ok:
             stats["unplaced"] = 0
+            # Leave the scheduler and the explanation their time: it grows with the migrations.
+            late = deadline - post_per_move * pk.migrations()
+            stats["spread_moves"] = spread_arrivals(pk, late)
+            if cons.has_soft():
+                stats["soft_moves"] = improve_soft(pk, reasons, late, True)
             stats["wall_s"] = round(time.monotonic() - t0, 3)
             return pk, reasons, stats
     pk, reasons, left, forced = _repair(st, cons, opts, ref, allow_off=False)
@@ -309,8 +325,16 @@ def search(problem, deadline=None, hard_deadline=None):
         pk, reasons, left, forced = _repair(st, cons, opts, ref, allow_off=True)
         stats["power_on"] = True
     stats["unplaced"] = len(left)
+    if not left and cons.has_soft():
+        stats["soft_moves"] = improve_soft(pk, reasons, deadline, opts["objective"] == "consolidate", budget)
+        if budget is not None:
+            budget = max(0, budget - stats["soft_moves"])
     if not left and opts["objective"] == "balance":
         stats["iterations"] += balance(pk, reasons, deadline, opts, budget)
+    elif not left and budget:
+        # Consolidating under a migration budget the full plan exceeds: empty what the budget allows.
+        eid = cons.power_saving.id if cons.power_saving is not None else "objective:consolidate"
+        stats["budget_moves"] = empty_within_budget(pk, reasons, budget, deadline, eid)
     stats["wall_s"] = round(time.monotonic() - t0, 3)
     return pk, reasons, stats
 

@@ -100,9 +100,11 @@ class State:
     def load_pct(self, h):
         """Percent of capacity used on host ``h`` per tracked resource."""
         out = {}
+        used, cap = self.used, self.cap
         for r, name in enumerate(self.res):
-            c = self.cap[r][h]
-            out[name] = round(100.0 * self.used[r][h] / c, 1) if c else (0.0 if not self.used[r][h] else float("inf"))
+            c = cap[r][h]
+            u = used[r][h]
+            out[name] = round(100.0 * u / c, 1) if c else (0.0 if not u else float("inf"))
         return out
 
     def vms_on(self):

@@ -10,7 +10,7 @@ from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.api import p
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.errors import PlanInputError
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.validate import check_plan
 
-from planner_helpers import doc, host, vm
+from .planner_helpers import doc, host, vm
 
 
 def plan(d):
@@ -221,7 +221,9 @@ def test_migration_budget_limits_optional_moves():
     full = plan(doc(hosts, vms, exps))
     assert full["metrics"]["migrations"] == 3
     capped = plan(doc(hosts, vms, exps, migration_budget=1))
-    assert capped["metrics"]["migrations"] <= 1
+    assert capped["metrics"]["migrations"] == 1 and capped["metrics"]["hosts_used"] == 3
+    none = plan(doc(hosts, vms, exps, migration_budget=0))
+    assert none["steps"] == []
 
 
 def test_deterministic_for_seed():
@@ -229,8 +231,8 @@ def test_deterministic_for_seed():
     vms = [vm("v%d" % i, "h%d" % (i % 3), mem=1000 + 100 * i) for i in range(12)]
     d = doc(hosts, vms, [{"type": "power_saving"}], seed=3)
     a, b = plan_document(copy.deepcopy(d)), plan_document(copy.deepcopy(d))
-    for r in (a, b):
-        r["metrics"]["search"].pop("wall_s")
+    if a["metrics"]["search"].get("deadline_cut") or b["metrics"]["search"].get("deadline_cut"):
+        pytest.skip("the wall-clock safety net cut a work-bounded run: machine too busy for this check")
     assert a["steps"] == b["steps"] and a["assignment"] == b["assignment"]
 
 
@@ -268,3 +270,38 @@ def test_malformed_input_names_bad_value(mutate, needle):
         plan_document(d)
     assert needle in str(exc.value)
     assert isinstance(exc.value, ValueError)
+
+
+def test_soft_expectations_are_met_when_cheap_and_reported_otherwise():
+    hosts = [host("h1", labels={"rack": "r1"}), host("h2", labels={"rack": "r2"}), host("h3", labels={"rack": "r2"})]
+    vms = [vm("a", "h1"), vm("b", "h1"), vm("c", "h2"), vm("d", "h3")]
+    exps = [{"id": "saa", "type": "anti_affinity", "vms": ["a", "b"], "hard": False, "weight": 3},
+            {"id": "saff", "type": "affinity", "vms": ["c", "d"], "hard": False},
+            {"id": "sban", "type": "ban", "vms": ["c"], "hosts": ["h3"], "hard": False}]
+    res = plan(doc(hosts, vms, exps, objective="balance", min_gain_per_gib=1e9))
+    a = res["assignment"]
+    assert a["a"] != a["b"]
+    assert a["c"] == a["d"] != "h3" or any("saff" in line for line in res["explain"])
+    assert {s["reason"]["expectation"] for s in res["steps"]} <= {"saa", "saff", "sban"}
+
+
+def test_soft_ceiling_relieved_without_breaking_hard_rules():
+    hosts = [host("h1"), host("h2")]
+    vms = [vm("a", "h1", mem=5000), vm("b", "h1", mem=3000), vm("c", "h2", mem=1000)]
+    exps = [{"id": "sc", "type": "ceiling", "hosts": "*", "resource": "mem", "max_pct": 60, "hard": False},
+            {"id": "fa", "type": "fence", "vms": ["a"], "hosts": ["h1"]}]
+    res = plan(doc(hosts, vms, exps, objective="balance", min_gain_per_gib=1e9))
+    assert res["assignment"]["a"] == "h1" and res["assignment"]["b"] == "h2"
+    assert res["steps"][0]["reason"]["expectation"] == "sc"
+
+
+def test_packing_conflict_found_by_search_keeps_only_needed_expectations():
+    # Enough memory in total (1800 <= 2000) but no host can take a second 600 MiB guest.
+    hosts = [host("h1", mem=1000), host("h2", mem=1000), host("h3", mem=1000)]
+    vms = [vm("a", "h1", mem=600), vm("b", "h2", mem=600), vm("c", "h3", mem=600), vm("x", "h1", mem=10),
+           vm("y", "h2", mem=10)]
+    exps = [{"id": "mnt", "type": "maintenance", "host": "h3"},
+            {"id": "aa-xy", "type": "anti_affinity", "vms": ["x", "y"]}]
+    res = plan_document(doc(hosts, vms, exps))
+    assert res["feasible"] is False and res["steps"] == []
+    assert res["conflicts"][0]["expectations"] == ["mnt"]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.api import plan_document
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.packing import Packing
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.parse import parse_document
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.schedule import ScheduleError, schedule
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.validate import check_plan
 
 
@@ -101,3 +104,52 @@ def test_format_md_plans_pass_format_rules(inst):
     assert check_plan(inst, res, check_expectations=False) == []
     if res["feasible"]:
         assert res["metrics"]["hosts_used"] <= len({v["host"] for v in inst["vms"]}) + len(inst["hosts"])
+
+
+@st.composite
+def transitions(draw):
+    """Random start and random target placement (target within capacity), anti-affinity included."""
+    nh = draw(st.integers(2, 5))
+    nv = draw(st.integers(1, 10))
+    hosts = [{"id": "h%d" % h, "cap": {"cpu": 10000, "mem": 1000}} for h in range(nh)]
+    mems = [draw(st.integers(50, 600)) for _ in range(nv)]
+    target, used = [], [0] * nh
+    for m in mems:
+        free = [h for h in range(nh) if used[h] + m <= 1000]
+        if not free:
+            free = [min(range(nh), key=lambda h: used[h])]
+        h = draw(st.sampled_from(free))
+        used[h] += m
+        target.append(h)
+    vms = [{"id": "v%d" % v, "dem": {"cpu": 10, "mem": mems[v]}, "host": "h%d" % draw(st.integers(0, nh - 1))}
+           for v in range(nv)]
+    groups = []
+    if nv >= 2 and draw(st.booleans()):
+        groups = [draw(st.lists(st.sampled_from([v["id"] for v in vms]), min_size=2, max_size=3, unique=True))]
+    return {"name": "t", "resources": ["cpu", "mem"], "hosts": hosts, "vms": vms, "anti_affinity": groups,
+            "limits": {"max_migrations_per_host": draw(st.integers(1, 3))}}, target
+
+
+@settings(max_examples=150, deadline=None)
+@given(transitions())
+def test_scheduler_orders_any_target_safely_or_refuses(case):
+    d, target = case
+    prob = parse_document(d)
+    pk = Packing(prob.state, prob.cons, [True] * prob.state.n_hosts)
+    keys = [[target[v] for v in vms] for _e, vms, _l in prob.cons.aa]
+    if any(len(set(k)) < len(k) for k in keys):
+        return   # the target itself breaks anti-affinity: not a scheduling question
+    loads = {}
+    for v, h in enumerate(target):
+        loads[h] = loads.get(h, 0) + prob.state.dem[prob.state.res.index("mem")][v]
+    if any(x > 1000 for x in loads.values()):
+        return   # target over capacity: not a scheduling question
+    try:
+        sch = schedule(pk, list(target), prob.options)
+    except ScheduleError:
+        return
+    ids = prob.state.host_ids
+    waves = [[{"vm": prob.state.vm_ids[v], "from": ids[s], "to": ids[t]} for _i, moves in w for v, s, t in moves]
+             for w in sch.waves]
+    result = {"assignment": {prob.state.vm_ids[v]: ids[h] for v, h in enumerate(target)}, "waves": waves}
+    assert check_plan(d, result) == []

@@ -9,7 +9,7 @@ from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.parse import
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.steps import (
     Balloon, Ksm, Migrate, PowerOff, PowerOn, StepError, Tune)
 
-from planner_helpers import doc, host, vm
+from .planner_helpers import doc, host, vm
 
 
 def problem(exps=None, hosts=None, vms=None):
