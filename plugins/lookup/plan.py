@@ -144,6 +144,7 @@ from ansible.plugins.lookup import LookupBase
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.cluster_document import ClusterDocumentError, build_document, placement
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.api import plan_document
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.errors import PlanInputError
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.validate import check_plan
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.saved_plan import SavedPlanError, revalidate
 
 
@@ -179,6 +180,12 @@ class LookupModule(LookupBase):
                     document = dict(document, expectations=saved["request"].get("expectations", []))
                 else:
                     plan = plan_document(document)
+                    # The planner's own validity rules, checked independently of its search: a plan that
+                    # breaks them is a planner bug, and nothing of it may be applied.
+                    broken = check_plan(document, plan)
+                    if broken:
+                        raise AnsibleLookupError("autopilot.kvm.plan: the planner returned a plan that breaks its own rules "
+                                                 "(a bug; nothing will be applied): %s" % "; ".join(broken[:5]))
                 plan["request"] = document
                 plan["placement_before"] = placement(document)
                 plan["placement_after"] = placement(document, plan.get("assignment") if plan.get("feasible") else None)

@@ -5,6 +5,14 @@ from __future__ import annotations
 import os
 import sys
 
+from hypothesis import settings as _hypothesis_settings
+
+# Property tests draw the same examples on every run, so `make test` is repeatable; set
+# HYPOTHESIS_PROFILE=explore to search with fresh random examples.
+_hypothesis_settings.register_profile("repeatable", derandomize=True, database=None)
+_hypothesis_settings.register_profile("explore", derandomize=False)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
 _ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 _PARTS = _ROOT.split(os.sep)
 if _PARTS[-3:-2] != ["ansible_collections"]:
