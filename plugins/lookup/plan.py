@@ -77,6 +77,12 @@ options:
       - Stability. A move that no hard expectation needs is made only if it improves the objective by at least this
         much per GiB of guest memory moved. Unset uses the planner's default (see docs/planner.md).
     type: float
+  memory_overcommit:
+    description:
+      - Let the planner weigh balloon shrinks and KSM against migrations for hosts over their memory ceiling
+        (see docs/planner.md). Off by default in this release; the lab scenarios of this feature are not yet proven.
+    type: bool
+    default: false
   migration_budget:
     description: Stability. At most this many optional migrations in one plan; moves hard expectations need always count.
     type: int
@@ -156,6 +162,7 @@ class LookupModule(LookupBase):
             "budget_s": self.get_option("budget"),
             "seed": self.get_option("seed"),
             "max_migrations_per_host": self.get_option("max_migrations_per_host"),
+            "memory_overcommit": self.get_option("memory_overcommit"),
         }
         for option, key in (("objective", "objective"), ("min_gain_per_gib", "min_gain_per_gib"),
                             ("migration_budget", "migration_budget"), ("cooldown", "cooldown_s")):

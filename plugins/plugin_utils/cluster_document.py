@@ -14,6 +14,8 @@ from __future__ import annotations
 import numbers
 import re
 
+from .memory_policy import guest_used_mib, ksm_saving
+
 # A guest with no CPU rate measured (rates disabled, or it just started) is counted
 # at this share of one core per vCPU: an idle TCG/KVM guest measures 1-3 %, so 5 %
 # is a deliberately pessimistic "idle" figure rather than zero.
@@ -27,6 +29,8 @@ CEILING_KEYS = {"memory_pct": "mem", "cpu_pct": "cpu"}
 
 # Guests in these states occupy their host's memory and CPU.
 RUNNING_STATES = ("running", "paused", "blocked", "pmsuspended")
+# Only these can move their balloon (memory_policy.BALLOON_STATES): only they get mem_used_mib.
+BALLOON_STATES = ("running", "blocked")
 
 
 class ClusterDocumentError(ValueError):
@@ -202,6 +206,9 @@ def build_document(cluster, ceilings=None, default_ceiling=None, expectations=No
             "features": list(cpu.get("features") or []),
             "labels": dict(entry.get("labels") or {}),
         })
+        ksm = _host_ksm(entry)
+        if ksm is not None:
+            hosts[-1]["ksm"] = ksm
         for guest in _guests_of(entry):
             if guest.get("state") in RUNNING_STATES:
                 copies.setdefault(guest["name"], []).append((name, guest))
@@ -235,6 +242,8 @@ def build_document(cluster, ceilings=None, default_ceiling=None, expectations=No
             "host": host_name,
             "requires": [],
         })
+        if len(copies[gname]) == 1 and managed.fullmatch(gname):
+            vms[-1].update(_guest_memory_use(guest, alloc_mib))
 
     busy = []
     for gname, host_name, other_host, copy in in_flight:
@@ -266,6 +275,41 @@ def build_document(cluster, ceilings=None, default_ceiling=None, expectations=No
         "expectations": ceiling_expectations + pinned + busy + metadata_expectations(declared) + list(expectations or []),
         "options": dict(options or {}),
     }
+
+
+def _guest_memory_use(guest, max_mib):
+    """``mem_used_mib`` / ``mem_max_mib`` of a managed guest whose balloon reports its use (memory_policy's
+    rule), so the planner may weigh shrinking it against a migration; nothing when unknown (never ballooned)."""
+    balloon = guest.get("balloon") or {}
+    if guest.get("state") not in BALLOON_STATES or balloon.get("device") == "none":
+        return {}
+    used, _rule = guest_used_mib(balloon)
+    if used is None:
+        return {}
+    return {"mem_used_mib": used, "mem_max_mib": max_mib}
+
+
+def _host_ksm(entry):
+    """The planner's ``ksm`` mapping from host_info's KSM facts; None when KSM is not available."""
+    ksm = (entry.get("host") or {}).get("ksm") or {}
+    if not ksm.get("available"):
+        return None
+    counters = ksm.get("counters") or {}
+    settings = ksm.get("settings") or {}
+    run = settings.get("run", ksm.get("run"))
+    out = {"available": True, "run": run if run in (0, 1, 2) else 0}
+    for key in ("pages_sharing", "pages_shared"):
+        if isinstance(counters.get(key), int) and not isinstance(counters.get(key), bool) and counters[key] >= 0:
+            out[key] = counters[key]
+    if ksm.get("sharing_bytes") and out.get("pages_sharing"):
+        out["page_size"] = int(ksm["sharing_bytes"]) // out["pages_sharing"]
+    elif out.get("pages_sharing"):
+        out["page_size"] = 4096
+    predicted, now, _basis = ksm_saving(entry)
+    if now:
+        # Only a measured sharing makes an estimate; otherwise the planner assumes its own share.
+        out["estimated_saving_mib"] = predicted
+    return out
 
 
 def _fmt(number):

@@ -6,7 +6,8 @@ Pure and deterministic for a given ``options.seed``: the search is bounded by wo
 
 Input: ``resources`` (packing resources, default ["cpu", "mem"]), ``hosts`` (id, cap, features,
 labels, power "on"/"off", maintenance, migration_bandwidth_mbps [default 10000]), ``vms`` (id, dem,
-vcpu, mem_alloc_mib, dirty_mbps, host, requires, last_migrated_s_ago), ``expectations`` (types in
+vcpu, mem_alloc_mib, dirty_mbps, host, requires, last_migrated_s_ago, mem_used_mib, mem_max_mib; see
+memory.py), hosts may carry ``ksm`` (parse.KSM_KEYS), ``expectations`` (types in
 ``expectations.TYPES``; ``id`` defaults to "<type>-<index>", ``hard`` to true except power_saving,
 ``weight`` to 1) and ``options`` (``parse.DEFAULT_OPTIONS``). A FORMAT.md instance (top-level
 ``anti_affinity``, ``bans``, ``limits``, no ``expectations``) is accepted as is: groups become hard
@@ -28,6 +29,7 @@ from .conflicts import search_conflicts, static_conflicts
 from .errors import PlanInputError
 from .explain import build_steps, summary_lines
 from .factories import power_off_steps, power_on_steps, tune_steps
+from .memory import plan_memory
 from .parse import DEFAULT_OPTIONS, parse_document
 from .schedule import ScheduleError, schedule
 from .search import _repair, ref_caps, search
@@ -122,6 +124,8 @@ def plan_document(doc):
     if static:
         return _infeasible(prob, static, t0, {"phase": "static"})
     pre = _apply_planning_demand(prob)
+    mem_pre, mem_notes = plan_memory(prob)
+    pre += mem_pre
     slow = _slowdown(st, phases["parse_s"])
     reserve = _post_reserve(st, opts["budget_s"], slow)
     t1 = time.monotonic()
@@ -187,6 +191,8 @@ def plan_document(doc):
                "objective": {"name": opts["objective"], "hosts_used": used_hosts, "migrations": moved,
                              "gib_moved": round(gib, 3), "imbalance": imbalance},
                "search": dict(stats, wall_s=round(time.monotonic() - t0, 3), temp_moves=len(sched.temp))}
+    if prob.memory is not None:
+        metrics["memory"] = mem_notes
     soft = _soft_report(prob, final)
     phases["explain_s"] = round(time.monotonic() - t1, 3)
     return {"feasible": True, "steps": steps, "waves": waves,

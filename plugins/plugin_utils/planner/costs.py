@@ -88,3 +88,61 @@ def migration_prediction(mem_mib, dirty_mbs, bandwidth_mbs):
 def balloon_duration_s(delta_mib):
     """Seconds to move a balloon by ``delta_mib``."""
     return BALLOON_SETUP_S + abs(delta_mib) / BALLOON_MIB_PER_S
+
+
+# --- memory overcommit: balloon and KSM steps weighed against migrations --------------------
+# Costs are compared in "points": one point is the fixed disruption of one live migration.
+# A migration costs MIGRATION_FIXED_POINTS + GiB sent x (1 + MIGRATION_RISK_POINTS[risk]).
+# The fixed part prices what every migration does whatever its size: a stop-and-copy pause
+# (up to MAX_DOWNTIME_S), cold caches and TLBs on the destination, and a failure mode that leaves
+# the guest on its source; it is set equal to sending 1 GiB, so small guests are not "free" to move.
+MIGRATION_FIXED_POINTS = 1.0
+# Extra points per GiB sent by the risk class of the pre-copy model (RISK_MEDIUM_RHO / RISK_HIGH_RHO):
+# a medium-risk migration may need throttling (half again), a high-risk one may not converge (3x).
+MIGRATION_RISK_POINTS = {"low": 0.0, "medium": 0.5, "high": 2.0}
+# A balloon shrink costs BALLOON_SHRINK_POINTS + BALLOON_RISK_POINTS x (1 - margin_after / margin_before),
+# margins being the guest's memory above what it uses (MiB). The fixed part is one API call and the
+# guest's page reclaim (a twentieth of a migration); the risk part reaches BALLOON_RISK_POINTS (half a
+# migration) when the whole margin is taken: the guest may then swap, which unlike a migration's pause
+# lasts until the balloon grows back, but the floor below keeps used + margin, so it is bounded.
+BALLOON_SHRINK_POINTS = 0.05
+BALLOON_RISK_POINTS = 0.5
+# Switching KSM on costs ksmd's CPU (memory_policy.KSMD_CPU_BUDGET: at most a tenth of one core, for as long
+# as it runs) plus copy-on-write faults when merged pages are written: priced at 0.3 of a migration,
+# below it because it is undone by one sysfs write, above a balloon shrink because it lasts.
+KSM_ENABLE_POINTS = 0.3
+
+# The balloon floor rule, mirrored from plugins/plugin_utils/memory_policy.py (the planner imports
+# nothing outside its package; tests/unit/.../test_planner_memory.py asserts the values agree), so the
+# planner and the memory role shrink a guest to the same floor:
+#   floor = min(max(guarantee, used + margin), max memory),
+#   margin = max(USED_MARGIN_MIB, ceil(GUEST_FREE_FRACTION x scale x max memory)),
+#   scale = host free fraction / PRESSURE_FREE_FRACTION, clamped to [0, 1] (capacity view).
+GUEST_FREE_FRACTION = 0.20         # share of max memory kept free above used at the pressure threshold
+USED_MARGIN_MIB = 32               # MiB always kept above used (the balloon module's used_margin_mib)
+PRESSURE_FREE_FRACTION = 0.20      # host free fraction where the margin starts to scale down
+CRITICAL_FREE_FRACTION = 0.05      # below it the per-run shrink bound doubles (CRITICAL_RATE_FACTOR)
+CRITICAL_RATE_FACTOR = 2
+SHRINK_FRACTION_PER_RUN = 0.25     # most a balloon shrinks in one run, share of max memory
+GROW_FRACTION_PER_RUN = 0.25       # most a balloon grows in one run, share of max memory
+MIN_CHANGE_MIB = 16                # smallest balloon change worth a step, MiB
+MIN_CHANGE_FRACTION = 0.02         # ... or this share of max memory, whichever is larger
+BALLOON_TOLERANCE_MIB = 8          # the balloon module's tolerance: a balloon may settle this far off target
+# Balloons grow back only while the host stays this share of its limit below it after growing: the
+# memory policy's hysteresis band (RELIEF_FREE_FRACTION 0.30 - PRESSURE_FREE_FRACTION 0.20), so a host
+# just brought under its limit by shrinking is not grown back over it on the next run.
+GROW_HYSTERESIS_FRACTION = 0.10
+
+
+def migration_points(prediction):
+    """Points of one migration from ``migration_prediction``'s result (see MIGRATION_FIXED_POINTS)."""
+    gib = prediction["bytes"] / float(1024 * MIB)
+    return MIGRATION_FIXED_POINTS + gib * (1.0 + MIGRATION_RISK_POINTS.get(prediction["risk"], 0.0))
+
+
+def balloon_points(margin_before_mib, margin_after_mib):
+    """Points of a balloon shrink taking the guest's margin above used from ``before`` to ``after`` MiB."""
+    if margin_before_mib <= 0:
+        return BALLOON_SHRINK_POINTS + BALLOON_RISK_POINTS
+    lost = 1.0 - max(0.0, min(1.0, float(margin_after_mib) / margin_before_mib))
+    return BALLOON_SHRINK_POINTS + BALLOON_RISK_POINTS * lost

@@ -26,12 +26,13 @@ def build_steps(prob, reasons, sched, pre_steps, post_steps, wave_offset):
     cache = {}   # predictions by (memory, dirty rate, bandwidth): flavours repeat
 
     def add(step, wave, reason, extra=None, cost=None):
+        cost = cost or step.cost(st)    # before apply: a balloon's cost depends on its starting size
         step.apply(st)
         d = {"id": len(steps) + 1, "wave": wave, "kind": step.kind}
         if extra:
             d.update(extra)
         d["reason"] = {"expectation": reason[0], "text": reason[1]}
-        d["cost"] = cost or step.cost(st)
+        d["cost"] = cost
         touched = all_hosts if small else step.hosts()
         d["loads_after"] = _loads(st, touched)
         steps.append(d)
@@ -100,6 +101,8 @@ def summary_lines(prob, metrics, steps, conflicts, soft):
         if len(out) > MAX_STEP_LINES:
             out.append("... (%d more steps)" % (len(steps) - s["id"]))
             break
+    for note in metrics.get("memory") or ():
+        out.append("memory on %s: %s: %s" % (note["host"], note["chosen"], note["text"]))
     for eid, text in soft:
         out.append("soft expectation not met: %s: %s" % (eid, text))
     return out

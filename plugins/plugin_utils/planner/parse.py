@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .errors import PlanInputError
 from .expectations import Constraints, parse_expectations, _fail, _number, _bool
+from .memory import MemoryFacts
 from .state import KNOWN_RESOURCES, State
 
 # Options and their defaults (the contract documented for callers).
@@ -23,7 +24,12 @@ DEFAULT_OPTIONS = {
     "temp_hosts": True,              # the scheduler may route a guest via a temporary host to break cycles
     "max_waves": None,               # refuse plans needing more waves (None: no limit; the scheduler still stops
                                      # at 3 waves per move, which only a bug could reach)
+    "memory_overcommit": None,       # weigh balloon shrinks/grows and KSM against migrations (memory.py);
+                                     # None = true when any guest carries mem_used_mib (balloon statistics)
 }
+
+# Keys of a host's optional ``ksm`` mapping (host_info's KSM counters, see memory.py).
+KSM_KEYS = ("available", "run", "pages_sharing", "pages_shared", "page_size", "estimated_saving_mib")
 
 
 class Problem:
@@ -35,6 +41,7 @@ class Problem:
         self.options = options
         self.name = name
         self.format_md = format_md
+        self.memory = None      # memory.MemoryFacts when options.memory_overcommit holds
 
 
 def _check_amounts(amounts, res, path, what):
@@ -81,7 +88,27 @@ def _parse_options(doc):
     mw = opt["max_waves"]
     if mw is not None and (isinstance(mw, bool) or not isinstance(mw, int) or mw < 1):
         _fail("options.max_waves", "expected null or an integer >= 1, got %r" % (mw,))
+    if opt["memory_overcommit"] is not None:
+        _bool(opt["memory_overcommit"], "options.memory_overcommit", False)
     return opt
+
+
+def _check_ksm(ksm, path):
+    if not isinstance(ksm, dict):
+        _fail(path, "expected a mapping (%s), got %r" % (", ".join(KSM_KEYS), ksm))
+    for k in ksm:
+        if k not in KSM_KEYS:
+            _fail("%s.%s" % (path, k), "unknown key (known: %s)" % ", ".join(KSM_KEYS))
+    _bool(ksm.get("available"), path + ".available", False)
+    run = ksm.get("run")
+    if run is not None and (isinstance(run, bool) or run not in (0, 1, 2)):
+        _fail(path + ".run", "expected 0 (stopped), 1 (merging) or 2 (unmerging), got %r" % (run,))
+    for k in ("pages_sharing", "pages_shared", "page_size"):
+        x = ksm.get(k)
+        if x is not None and (isinstance(x, bool) or not isinstance(x, int) or x < 0):
+            _fail("%s.%s" % (path, k), "expected an integer >= 0, got %r" % (x,))
+    if ksm.get("estimated_saving_mib") is not None:
+        _number(ksm["estimated_saving_mib"], path + ".estimated_saving_mib", lo=0)
 
 
 def _format_md_expectations(doc):
@@ -152,6 +179,8 @@ def parse_document(doc):
         labels = h.get("labels") or {}
         if not isinstance(labels, dict):
             _fail(p + ".labels", "expected a mapping, got %r" % (labels,))
+        if h.get("ksm") is not None:
+            _check_ksm(h["ksm"], p + ".ksm")
     vseen = set()
     for i, v in enumerate(vms):
         p = "vms[%d]" % i
@@ -169,7 +198,7 @@ def parse_document(doc):
             _fail(p + ".host", "unknown host %r" % (v["host"],))
         if v.get("vcpu") is not None and (isinstance(v["vcpu"], bool) or not isinstance(v["vcpu"], int) or v["vcpu"] < 1):
             _fail(p + ".vcpu", "expected an integer >= 1, got %r" % (v["vcpu"],))
-        for k in ("mem_alloc_mib", "dirty_mbps", "last_migrated_s_ago"):
+        for k in ("mem_alloc_mib", "dirty_mbps", "last_migrated_s_ago", "mem_used_mib", "mem_max_mib"):
             x = v.get(k)
             if x is not None and (type(x) not in (int, float) or x < 0):
                 _number(x, "%s.%s" % (p, k), lo=0)
@@ -193,5 +222,11 @@ def parse_document(doc):
     cons = Constraints(state, exps)
     if opt["objective"] is None:
         opt["objective"] = "consolidate" if (format_md or cons.power_saving is not None) else "balance"
+    if opt["memory_overcommit"] is None:
+        opt["memory_overcommit"] = any(v.get("mem_used_mib") is not None for v in vms)
     name = doc.get("name", "")
-    return Problem(state, cons, opt, name if isinstance(name, str) else str(name), format_md)
+    prob = Problem(state, cons, opt, name if isinstance(name, str) else str(name), format_md)
+    prob.memory = MemoryFacts(state, hosts, vms) if opt["memory_overcommit"] else None
+    if prob.memory is not None:
+        prob.memory.credit_running_ksm(state, cons)
+    return prob

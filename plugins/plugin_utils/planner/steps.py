@@ -3,8 +3,8 @@ the resources it reserves while it runs."""
 
 from __future__ import annotations
 
-from .costs import (BALLOON_SETUP_S, KSM_CPU_FRACTION, KSM_S, POWER_OFF_S, POWER_ON_S, TUNE_S,
-                    balloon_duration_s, effective_bandwidth_mbs, migration_prediction)
+from .costs import (BALLOON_SETUP_S, KSM_CPU_FRACTION, KSM_ENABLE_POINTS, KSM_S, POWER_OFF_S, POWER_ON_S, TUNE_S,
+                    balloon_duration_s, balloon_points, effective_bandwidth_mbs, migration_prediction)
 
 
 class StepError(ValueError):
@@ -80,13 +80,16 @@ class Migrate(Step):
 
 
 class Balloon(Step):
-    """Set guest ``vm``'s balloon so its memory demand becomes ``target_mib``."""
+    """Set guest ``vm``'s balloon so its memory demand becomes ``target_mib``.
+
+    ``from_mib`` (the demand before the step) and ``used_mib`` (what the guest uses), when given, keep
+    the cost stable once the step is applied and price the guest's lost margin (costs.balloon_points)."""
 
     kind = "balloon"
-    __slots__ = ("vm", "target_mib")
+    __slots__ = ("vm", "target_mib", "from_mib", "used_mib")
 
-    def __init__(self, vm, target_mib):
-        self.vm, self.target_mib = vm, target_mib
+    def __init__(self, vm, target_mib, from_mib=None, used_mib=None):
+        self.vm, self.target_mib, self.from_mib, self.used_mib = vm, target_mib, from_mib, used_mib
 
     def apply(self, state):
         r = state.res.index("mem")
@@ -98,10 +101,17 @@ class Balloon(Step):
         state.set_demand(self.vm, state.res.index("mem"), token)
 
     def cost(self, state):
-        delta = state.dem[state.res.index("mem")][self.vm] - self.target_mib
+        before = self.from_mib if self.from_mib is not None else state.dem[state.res.index("mem")][self.vm]
+        delta = before - self.target_mib
         # Shrinking a guest risks swapping inside it; growing is harmless.
-        return {"duration_s": round(balloon_duration_s(delta), 3) if delta else BALLOON_SETUP_S,
-                "risk": "medium" if delta > 0 else "low"}
+        out = {"duration_s": round(balloon_duration_s(delta), 3) if delta else BALLOON_SETUP_S,
+               "risk": "medium" if delta > 0 else "low"}
+        if self.used_mib is not None:
+            out["margin_before_mib"] = before - self.used_mib
+            out["margin_after_mib"] = self.target_mib - self.used_mib
+            out["points"] = round(balloon_points(before - self.used_mib, self.target_mib - self.used_mib), 3) \
+                if delta > 0 else 0.0
+        return out
 
     def reservations(self, state):
         out = [("vm", self.vm, None, 1)]
@@ -143,7 +153,10 @@ class Ksm(Step):
             state.used[r][self.host] -= d
 
     def cost(self, state):
-        return {"duration_s": KSM_S, "cpu_fraction": KSM_CPU_FRACTION if self.enable else 0.0, "risk": "low"}
+        out = {"duration_s": KSM_S, "cpu_fraction": KSM_CPU_FRACTION if self.enable else 0.0, "risk": "low"}
+        if self.enable and self.saving_mib:
+            out["points"] = KSM_ENABLE_POINTS
+        return out
 
     def reservations(self, state):
         out = [("host_config", self.host, "ksm", 1)]

@@ -34,11 +34,12 @@ def check_plan(doc, result, check_expectations=True):
         for v, (_e, mn) in cons.guarantee.items():
             r = st.res.index("mem")
             dem[st.vm_ids[v]][r] = max(dem[st.vm_ids[v]][r], mn)
+    ksm_credit = _memory_steps(st, cons, result, dem, errs)
     packing = [st.res.index(r) for r in st.packing]
     limit_rs = list(range(len(st.res))) if check_expectations else packing
 
     def limit(r, h):
-        return cons.limit[r][h] if check_expectations else st.cap[r][h]
+        return (cons.limit[r][h] if check_expectations else st.cap[r][h]) + ksm_credit.get((r, h), 0)
 
     def allowed(vm, host):
         v, h = st.vm_index[vm], hidx[host]
@@ -166,3 +167,38 @@ def check_plan(doc, result, check_expectations=True):
                     s.get("kind") == "power_on" and s.get("host") == h for s in result.get("steps", [])):
                 errs.append("%s ends on host %s that is off" % (vm, h))
     return errs
+
+
+def _memory_steps(st, cons, result, dem, errs):
+    """Balloon steps set a guest's memory demand (never below its guarantee, only before the first
+    migration); KSM steps raise their host's memory limit by the predicted saving. Returns the credits."""
+    credit = {}
+    if "mem" not in st.res:
+        return credit
+    r = st.res.index("mem")
+    first_move = min((s.get("wave", 0) for s in result.get("steps", []) if s.get("kind") == "migrate"), default=None)
+    for s in result.get("steps", []):
+        kind = s.get("kind")
+        if kind not in ("balloon", "ksm"):
+            continue
+        if first_move is not None and s.get("wave", 0) >= first_move:
+            errs.append("step %s: %s step in wave %s, not before the migrations" % (s.get("id"), kind, s.get("wave")))
+        if kind == "ksm":
+            h = st.host_index.get(s.get("host"))
+            saved = (s.get("predicted") or {}).get("memory_saved_mib") or 0
+            if h is None:
+                errs.append("step %s: KSM on unknown host %r" % (s.get("id"), s.get("host")))
+            elif s.get("enable") and saved > 0:
+                credit[(r, h)] = credit.get((r, h), 0) + saved
+            continue
+        v = st.vm_index.get(s.get("vm"))
+        target = s.get("target_mib")
+        if v is None or not isinstance(target, (int, float)):
+            errs.append("step %s: balloon of unknown guest %r or bad target %r" % (s.get("id"), s.get("vm"), target))
+            continue
+        g = cons.guarantee.get(v)
+        if g is not None and target < g[1] - EPS:
+            errs.append("step %s: balloon of %s to %s MiB crosses its guarantee of %s MiB (%s)" % (
+                s.get("id"), s["vm"], target, g[1], g[0].id))
+        dem[s["vm"]][r] = target
+    return credit

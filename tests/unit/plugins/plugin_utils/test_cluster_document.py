@@ -10,6 +10,8 @@ from ansible_collections.autopilot.kvm.plugins.plugin_utils.cluster_document imp
     build_document,
     placement,
 )
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.api import plan_document
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.validate import check_plan
 
 
 def guest(name, mib=256, cpu=3.0, state="running", balloon_mib=None):
@@ -153,3 +155,48 @@ def test_inconsistent_or_unreadable_declarations_are_named():
     b["expectations"], b["expectations_error"] = [], "metadata expectations are not valid JSON: boom"
     with pytest.raises(ClusterDocumentError, match="guest 'b' on h1: metadata expectations are not valid JSON"):
         build_document(cluster(h1=[b]))
+
+
+def test_balloon_statistics_give_used_memory_to_the_planner():
+    idle = guest("idle", mib=256, balloon_mib=256)
+    idle["balloon"].update(usable=196 * 1024, unused=150 * 1024)
+    nostats = guest("nostats", mib=256, balloon_mib=256)
+    paused = guest("paused", mib=256, state="paused", balloon_mib=256)
+    paused["balloon"]["usable"] = 100 * 1024
+    other = guest("other", mib=256, balloon_mib=256)
+    other["balloon"]["unused"] = 100 * 1024
+    doc = build_document(cluster(h1=[idle, nostats, paused, other]), managed_guests="idle|nostats|paused")
+    by_id = dict((vm["id"], vm) for vm in doc["vms"])
+    assert by_id["idle"]["mem_used_mib"] == 60 and by_id["idle"]["mem_max_mib"] == 256
+    assert "mem_used_mib" not in by_id["nostats"]          # unknown: never ballooned
+    assert "mem_used_mib" not in by_id["paused"]           # its balloon driver does not run
+    assert "mem_used_mib" not in by_id["other"]            # not managed: load only
+
+
+def test_ksm_facts_become_the_hosts_ksm_mapping():
+    facts = cluster(h1=[guest("a", balloon_mib=256)], h2=[], h3=[])
+    facts["h1"]["host"]["ksm"] = {"available": True, "run": 1, "settings": {"run": 1},
+                                  "counters": {"pages_sharing": 25600, "pages_shared": 100, "full_scans": 3},
+                                  "sharing_bytes": 25600 * 4096}
+    facts["h2"]["host"]["ksm"] = {"available": True, "run": 0, "settings": {"run": 0}, "counters": {}}
+    facts["h3"]["host"]["ksm"] = {"available": False}
+    doc = build_document(facts)
+    h1, h2, h3 = doc["hosts"]
+    assert h1["ksm"] == {"available": True, "run": 1, "pages_sharing": 25600, "pages_shared": 100, "page_size": 4096,
+                         "estimated_saving_mib": 100}
+    assert h2["ksm"] == {"available": True, "run": 0}
+    assert "ksm" not in h3
+
+
+def test_idle_guests_from_facts_are_ballooned_by_the_planner():
+    guests = []
+    for name in ("m1", "m2", "m3"):
+        g = guest(name, mib=256, balloon_mib=256)
+        g["balloon"]["usable"] = 190 * 1024
+        guests.append(g)
+    doc = build_document(cluster(h1=guests, h2=[]), ceilings={"h1": {"memory_pct": 60}},
+                         options={"balance_threshold_pct": 100.0})
+    res = plan_document(doc)
+    assert check_plan(doc, res) == []
+    assert [s["kind"] for s in res["steps"]] == ["balloon"] * 3
+    assert sum(256 - s["target_mib"] for s in res["steps"]) >= 768 - 614
