@@ -229,7 +229,7 @@ def _check_waves(inst, asg, waves, rep):
                         "(VMs at wave start + arrivals)", wave=wi, host=h, load=tot, cap=list(inst.cap[h]))
         # rule 4: anti-affinity groups that held at the start of the wave must still hold
         touched_groups = set()
-        for v, _, _ in valid_moves:
+        for v, _src, _dst in valid_moves:
             touched_groups.update(inst.groups_of.get(v, ()))
         held = {gi for gi in touched_groups
                 if len({where[x] for x in inst.groups[gi]}) == len(inst.groups[gi])}

@@ -551,7 +551,7 @@ def spread_arrivals(pk, deadline, max_scan=64):
     anyway from it to used hosts with fewer moves (same host count, same migrations). Returns moves made."""
     nh = pk.nh
     touches = [0] * nh
-    arrivals = [[] for _ in range(nh)]
+    arrivals = [[] for _unused in range(nh)]
     for i, h in enumerate(pk.asg):
         o = pk.home[i]
         if h >= 0 and h != o:

@@ -49,7 +49,7 @@ class Constraints:
         self.place_exps = [None] * nv   # ids of hard expectations restricting a guest's hosts
         self.blocked = [None] * nh      # hard: id of the maintenance expectation emptying the host
         self.limit = [list(c) for c in state.cap]   # hard capacity (ceilings applied) per resource
-        self.limit_exp = [[None] * nh for _ in state.res]
+        self.limit_exp = [[None] * nh for _unused in state.res]
         self.soft_ceil = []             # (expectation, r, host set or None, pct)
         self.soft_place = []            # (expectation, is_fence, host set)
         self.aa = []                    # (expectation, vms, label) for hard anti-affinity

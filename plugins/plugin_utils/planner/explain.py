@@ -20,7 +20,7 @@ def build_steps(prob, reasons, sched, pre_steps, post_steps, wave_offset):
     st = prob.state.copy()
     small = st.n_hosts <= ALL_LOADS_MAX_HOSTS
     all_hosts = range(st.n_hosts)
-    steps, waves = [], [[] for _ in range(wave_offset)]
+    steps, waves = [], [[] for _unused in range(wave_offset)]
     gib = 0.0
     temp = set(sched.temp)
     cache = {}   # predictions by (memory, dirty rate, bandwidth): flavours repeat

@@ -133,7 +133,7 @@ class Packing:
             if h >= 0:
                 cnt[h] += 1
         self.cnt = cnt
-        self.occ = [{} for _ in self.cons.aa]
+        self.occ = [{} for _unused in self.cons.aa]
         for i in self.aa_items:
             h = asg[i]
             if h >= 0:
@@ -241,7 +241,7 @@ class Packing:
         return sum(1 for c in self.cnt if c > 0)
 
     def items_by_host(self):
-        out = [[] for _ in range(self.nh)]
+        out = [[] for _unused in range(self.nh)]
         for i, h in enumerate(self.asg):
             if h >= 0:
                 out[h].append(i)

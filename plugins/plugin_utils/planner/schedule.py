@@ -46,13 +46,13 @@ def schedule(pk, final, opts):
     limit = opts["max_migrations_per_host"]
     nr = pk.nr
     vcur = list(st.host_of)
-    used = [[0] * pk.nh for _ in range(nr)]
+    used = [[0] * pk.nh for _unused in range(nr)]
     for v, h in enumerate(vcur):
         if h >= 0:
             for r in range(nr):
                 used[r][h] += st.dem[r][v]
     vm_aa = pk.cons.vm_aa
-    occ = [dict() for _ in pk.occ]
+    occ = [dict() for _unused in pk.occ]
     keyf = pk.keyf
 
     def key(gi, h):
@@ -93,7 +93,7 @@ def schedule(pk, final, opts):
         if len(out.waves) >= max_waves:
             raise ScheduleError("more than %d waves needed" % max_waves, sorted(pending))
         touched = {}
-        arr = [dict() for _ in range(nr)]
+        arr = [dict() for _unused in range(nr)]
         arriving = set()
         wave = []
         # The order is fixed once (overloaded sources first, then largest memory); later waves skip
@@ -205,7 +205,7 @@ def _temp_host(ctx, i, pending):
     for t in range(pk.nh):
         if t == pending[i] or any(vcur[v] == t for v in movers) or not pk.allowed(i, t) or not pk.state.power_on[t]:
             continue
-        if not _fits(ctx, movers, t, [{} for _ in range(nr)]) or not _aa_free(ctx, movers, t, set()):
+        if not _fits(ctx, movers, t, [{} for _unused in range(nr)]) or not _aa_free(ctx, movers, t, set()):
             continue
         load = max((used[r][t] + pk.dem[r][i]) / pk.lim[r][t] if pk.lim[r][t] > 0 else 0.0 for r in range(nr))
         if best is None or load < best_load:

@@ -109,7 +109,7 @@ class State:
 
     def vms_on(self):
         """List of guest lists per host (built on demand, O(V))."""
-        out = [[] for _ in self.host_ids]
+        out = [[] for _unused in self.host_ids]
         for v, h in enumerate(self.host_of):
             if h >= 0:
                 out[h].append(v)

@@ -113,7 +113,7 @@ def transitions(draw):
     nh = draw(st.integers(2, 5))
     nv = draw(st.integers(1, 10))
     hosts = [{"id": "h%d" % h, "cap": {"cpu": 10000, "mem": 1000}} for h in range(nh)]
-    mems = [draw(st.integers(50, 600)) for _ in range(nv)]
+    mems = [draw(st.integers(50, 600)) for _unused in range(nv)]
     target, used = [], [0] * nh
     for m in mems:
         free = [h for h in range(nh) if used[h] + m <= 1000]
