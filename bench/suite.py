@@ -254,7 +254,7 @@ def targets(rows, baselines):
     def verdict(items):
         if not items:
             return "not measured"
-        return "met" if all(ok for ok, _ in items) else "NOT met"
+        return "met" if all(ok for ok, _detail in items) else "NOT met"
 
     t1 = []
     for name, rb in by.items():
@@ -265,7 +265,7 @@ def targets(rows, baselines):
                   and r["migrations"] <= 1.03 * r["mig_lb"])
             t1.append((ok, f"{'ok' if ok else 'FAIL'} {name}: valid={r.get('valid')} hosts/LB={r.get('hosts_ratio')} "
                            f"migr/LB={r.get('mig_ratio')} wall={r.get('wall_s')} s"))
-    out.append(("1,000/10,000 at 1 s: hosts <= 1.003 LB, migrations <= 1.03 LB", verdict(t1), [d for _, d in t1]))
+    out.append(("1,000/10,000 at 1 s: hosts <= 1.003 LB, migrations <= 1.03 LB", verdict(t1), [d for _ok, d in t1]))
     t2 = []
     for name, rb in by.items():
         r = rb.get(10.0)
@@ -273,7 +273,7 @@ def targets(rows, baselines):
             ok = bool(r.get("valid") and r.get("wall_s") is not None and r["wall_s"] <= 10.0
                       and r["peak_rss_mib"] < 2048)
             t2.append((ok, f"{'ok' if ok else 'FAIL'} {name}: valid={r.get('valid')} wall={r.get('wall_s')} s peak={r['peak_rss_mib']} MiB"))
-    out.append(("5,000/30,000: valid plan within 10 s and < 2 GB peak memory", verdict(t2), [d for _, d in t2]))
+    out.append(("5,000/30,000: valid plan within 10 s and < 2 GB peak memory", verdict(t2), [d for _ok, d in t2]))
     t3 = []
     for name, rb in by.items():
         r = rb.get(1.0)
@@ -283,7 +283,7 @@ def targets(rows, baselines):
                       and r["hosts"] == b["host_lb"] and r["migrations"] == b["mig_lb_at_lb"])
             t3.append((ok, f"{'ok' if ok else 'FAIL'} {name}: hosts {r.get('hosts')} (LB {b['host_lb']}), migrations {r.get('migrations')} "
                            f"(LB {b['mig_lb_at_lb']}), wall {r.get('wall_s')} s"))
-    out.append(("50/500 at 1 s: proven optimum (hosts = LB, migrations = LB)", verdict(t3), [d for _, d in t3]))
+    out.append(("50/500 at 1 s: proven optimum (hosts = LB, migrations = LB)", verdict(t3), [d for _ok, d in t3]))
     t4 = []
     for name, rb in by.items():
         for budget, r in sorted(rb.items()):
@@ -294,7 +294,7 @@ def targets(rows, baselines):
                 t4.append((ok, f"{'ok' if ok else 'FAIL'} {name} @{budget:g} s: hosts {r.get('hosts')} vs {s.get('hosts')}, "
                                f"migrations {r.get('migrations')} vs {s.get('migrations')}"))
     out.append(("mixed and constrained: no worse than ffd_sticky on hosts and migrations", verdict(t4),
-                [d for _, d in t4]))
+                [d for _ok, d in t4]))
     t5 = []
     for name, rb in by.items():
         for budget, r in sorted(rb.items()):
