@@ -41,7 +41,7 @@ test: setup
 sanity: test-tree
 	cd $(TEST_TREE) && ansible-test sanity --venv --python $(PYVER) --color no --skip-test pslint
 	@if [ -n "$(PY39_BIN)" ]; then \
-	  cd $(TEST_TREE) && PATH="$(PY39_BIN):$$PATH" ansible-test sanity --venv --python 3.9 --color no --test compile plugins/modules plugins/module_utils; \
+	  cd $(TEST_TREE) && PATH="$(PY39_BIN):$$PATH" ansible-test sanity --venv --python 3.9 --color no --test compile plugins/modules/ plugins/module_utils/; \
 	else echo "error: no Python 3.9 found to check that module code compiles on it" >&2; exit 1; fi
 
 units: test-tree
