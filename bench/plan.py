@@ -13,34 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
-
-def load_planner(path):
-    """Import plan_document from <path>/planner/api.py."""
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    from planner.api import plan_document  # pylint: disable=import-error,import-outside-toplevel
-    return plan_document
-
-
-def peak_rss_mib():
-    """Peak resident set size of this process in MiB.
-
-    VmHWM from /proc/self/status: getrusage's ru_maxrss would also count the parent's RSS when
-    the parent spawned us with vfork+exec (Linux keeps the old mm's high-water mark at exec)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024.0, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+from benchlib import load_planner, peak_rss_mib  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def run(doc, budget, seed=0, objective="consolidate", planner_path=None):

@@ -24,7 +24,6 @@ makes RAM a hard planner resource (4096 MB per host), which is physically right 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -33,30 +32,11 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+from benchlib import load_planner, planner_digest  # noqa: E402  pylint: disable=wrong-import-position
 import replay_model as rmod  # noqa: E402  pylint: disable=wrong-import-position
-
-
-def load_planner(path=None):
-    path = path or os.path.join(REPO, "plugins", "plugin_utils")
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    from planner.api import plan_document  # pylint: disable=import-error,import-outside-toplevel
-    return plan_document
-
-
-def planner_digest(path=None):
-    """Short sha256 of the planner sources (the planner changes between runs; results cite it)."""
-    root = os.path.join(path or os.path.join(REPO, "plugins", "plugin_utils"), "planner")
-    h = hashlib.sha256()
-    for name in sorted(os.listdir(root)):
-        if name.endswith(".py"):
-            with open(os.path.join(root, name), "rb") as f:
-                h.update(name.encode() + b"\0" + f.read())
-    return h.hexdigest()[:12]
 
 
 def load_traces(trace_dir, samples=288):

@@ -19,19 +19,17 @@ min of the S41 final and the Gualandi best-known column).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
-import resource
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+from benchlib import load_planner, peak_rss_mib, planner_digest  # noqa: E402  pylint: disable=wrong-import-position
 import roadef_cost  # noqa: E402  pylint: disable=wrong-import-position
 import roadef_model  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -43,37 +41,6 @@ BEST_KNOWN = {
     "b_01": 3353533859, "b_02": 1015569276, "b_03": 157091678, "b_04": 4677962661, "b_05": 924769283,
     "b_06": 9525888445, "b_07": 14835258465, "b_08": 1214470739, "b_09": 15885647774, "b_10": 18048493393,
 }
-
-
-def load_planner(path=None):
-    path = path or os.path.join(REPO, "plugins", "plugin_utils")
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    from planner.api import plan_document  # pylint: disable=import-error,import-outside-toplevel
-    return plan_document
-
-
-def planner_digest(path=None):
-    """Short sha256 of the planner sources (the planner changes between runs; results cite it)."""
-    root = os.path.join(path or os.path.join(REPO, "plugins", "plugin_utils"), "planner")
-    h = hashlib.sha256()
-    for name in sorted(os.listdir(root)):
-        if name.endswith(".py"):
-            with open(os.path.join(root, name), "rb") as f:
-                h.update(name.encode() + b"\0" + f.read())
-    return h.hexdigest()[:12]
-
-
-def peak_rss_mib():
-    """Peak resident set size (VmHWM) of this process in MiB."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024.0, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
 def instance_name(model_path):
