@@ -19,6 +19,29 @@ class ModuleExit(Exception):
         self.failed = failed
 
 
+class ExitJson(Exception):
+    """exit_json's keyword arguments, raised by the ``capture`` fixture."""
+
+
+class FailJson(Exception):
+    """fail_json's keyword arguments (``msg`` included), raised by the ``capture`` fixture."""
+
+
+@pytest.fixture
+def capture(monkeypatch):
+    """exit_json / fail_json raise ExitJson / FailJson carrying the result instead of exiting."""
+
+    def exit_json(_self, **kwargs):
+        raise ExitJson(kwargs)
+
+    def fail_json(_self, msg, **kwargs):
+        kwargs["msg"] = msg
+        raise FailJson(kwargs)
+
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+
+
 def run_module(monkeypatch, main, args, check_mode=False, diff=False):
     """Call ``main`` with ``args``; returns the result dict (``failed`` set when it failed)."""
 

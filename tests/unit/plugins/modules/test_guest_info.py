@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.autopilot.kvm.plugins.module_utils import _libvirt_client
+from .module_runner import ExitJson, FailJson, capture  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.autopilot.kvm.plugins.modules import guest_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,28 +27,9 @@ RATE_KEYS = {
     "disk_read_requests_per_sec", "disk_write_requests_per_sec", "net_rx_bytes_per_sec", "net_tx_bytes_per_sec",
 }
 
-pytestmark = pytest.mark.skipif(_libvirt_client.libvirt is None, reason="libvirt-python is not installed")
-
-
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
-
-
-@pytest.fixture(autouse=True)
-def capture(monkeypatch):
-    def exit_json(_self, **kwargs):
-        raise ExitJson(kwargs)
-
-    def fail_json(_self, msg, **kwargs):
-        kwargs["msg"] = msg
-        raise FailJson(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+# every test here sees exit_json / fail_json as ExitJson / FailJson (fixture from module_runner)
+pytestmark = [pytest.mark.skipif(_libvirt_client.libvirt is None, reason="libvirt-python is not installed"),
+              pytest.mark.usefixtures("capture")]
 
 
 def run(args):

@@ -10,39 +10,20 @@ import re
 
 import pytest
 
-from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.autopilot.kvm.plugins.module_utils import _host_facts
 from ansible_collections.autopilot.kvm.plugins.module_utils import _libvirt_client
+from .module_runner import ExitJson, FailJson, capture  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.autopilot.kvm.plugins.modules import host_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_URI = "test://" + os.path.join(HERE, "fixtures", "node.xml")
 UTIL_FIXTURES = os.path.join(HERE, "..", "module_utils", "fixtures")
 
-pytestmark = pytest.mark.skipif(_libvirt_client.libvirt is None, reason="libvirt-python is not installed")
-
-
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
-
-
-@pytest.fixture(autouse=True)
-def capture(monkeypatch):
-    def exit_json(_self, **kwargs):
-        raise ExitJson(kwargs)
-
-    def fail_json(_self, msg, **kwargs):
-        kwargs["msg"] = msg
-        raise FailJson(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+# every test here sees exit_json / fail_json as ExitJson / FailJson (fixture from module_runner)
+pytestmark = [pytest.mark.skipif(_libvirt_client.libvirt is None, reason="libvirt-python is not installed"),
+              pytest.mark.usefixtures("capture")]
 
 
 @pytest.fixture
