@@ -46,11 +46,11 @@ def run_playbook(name, *args, log=None):
     argv = [LAB_CTL, os.path.join(VENV_BIN, "ansible-playbook"), name, "-i", "inventories/lab"] + list(args)
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_FORCE_COLOR="0", PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""))
+    os.makedirs(LOG_DIR, exist_ok=True)  # playbooks may write their own results there
     started = time.monotonic()
     proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True, timeout=900, check=False)
     run = PlaybookRun(argv, proc.returncode, proc.stdout, round(time.monotonic() - started, 1))
-    os.makedirs(LOG_DIR, exist_ok=True)
     with open(os.path.join(LOG_DIR, (log or name.replace("/", "_")) + ".log"), "w", encoding="utf-8") as handle:
         handle.write("$ %s\n(rc=%s, %ss)\n%s" % (" ".join(argv), run.returncode, run.wall_s, run.output))
     return run
