@@ -39,8 +39,8 @@ def _risky_when_shared(state, members, src, dst):
 def schedule(pk, final, opts):
     """Order the moves from the current placement to ``final`` (item -> host) into safe waves.
 
-    Positions are tracked per guest (a hard-affinity bundle may start split over hosts); a bundle's
-    members move in the same wave.
+    Positions are tracked per guest (a hard-affinity bundle may start split over hosts); a gathered
+    bundle's members move in the same wave, a split one gathers a source host at a time (``_move_units``).
     """
     st = pk.state
     limit = opts["max_migrations_per_host"]
@@ -71,7 +71,8 @@ def schedule(pk, final, opts):
     solo = {i: _risky_when_shared(st, pk.members[i], pk.home[i], d) for i, d in pending.items() if pk.home[i] >= 0}
     mem_r = st.res.index("mem") if "mem" in st.res else 0
     out = Schedule()
-    ctx = (pk, vcur, used, occ, key)
+    bundle_groups = _bundle_groups(pk)
+    ctx = (pk, vcur, used, occ, key, bundle_groups)
 
     def over(h):
         for r in range(nr):
@@ -113,19 +114,25 @@ def schedule(pk, final, opts):
                         continue
                 elif touched.get(d, 0) >= limit or touched.get(src, 0) >= limit:
                     continue
-            movers = [v for v in pk.members[i] if vcur[v] != d]
-            srcs = {vcur[v] for v in movers if vcur[v] >= 0}
-            if len(srcs) > 1 or len(movers) < len(pk.members[i]):
-                # A bundle already split (its affinity does not hold yet) gathers one guest at a time.
-                movers = movers[:1]
-                srcs = {vcur[v] for v in movers if vcur[v] >= 0}
-            if solo.get(i):
-                if touched.get(d, 0) or any(touched.get(s, 0) for s in srcs):
+                movers = [i]
+                srcs = {src} if src >= 0 else set()
+                if not _fits(ctx, movers, d, arr) or not _aa_free(ctx, movers, d, arriving):
                     continue
-            elif touched.get(d, 0) >= limit or any(touched.get(s, 0) >= limit for s in srcs):
-                continue
-            if not _fits(ctx, movers, d, arr) or not _aa_free(ctx, movers, d, arriving):
-                continue
+            else:
+                # A bundle: the first unit of its guests that the limits and capacities allow now.
+                movers = srcs = None
+                for unit in _move_units(pk, vcur, bundle_groups, i, d):
+                    unit_srcs = {vcur[unit[0]]} if vcur[unit[0]] >= 0 else set()
+                    if solo.get(i):
+                        if touched.get(d, 0) or any(touched.get(s, 0) for s in unit_srcs):
+                            continue
+                    elif touched.get(d, 0) >= limit or any(touched.get(s, 0) >= limit for s in unit_srcs):
+                        continue
+                    if _fits(ctx, unit, d, arr) and _aa_free(ctx, unit, d, arriving):
+                        movers, srcs = unit, unit_srcs
+                        break
+                if movers is None:
+                    continue
             wave.append((i, d, movers))
             for h in srcs | {d}:
                 touched[h] = limit if solo.get(i) else touched.get(h, 0) + 1
@@ -142,7 +149,7 @@ def schedule(pk, final, opts):
 
 
 def _fits(ctx, movers, d, arr):
-    pk, _vcur, used, _occ, _key = ctx
+    pk, _vcur, used, _occ, _key, _groups = ctx
     dem = pk.state.dem
     for r in range(pk.nr):
         add = 0
@@ -155,7 +162,7 @@ def _fits(ctx, movers, d, arr):
 
 def _aa_free(ctx, movers, d, arriving):
     """No member of a mover's anti-affinity groups on ``d`` now (even one leaving) or arriving there."""
-    pk, _vcur, _used, occ, key = ctx
+    pk, _vcur, _used, occ, key, _groups = ctx
     for v in movers:
         for gi in pk.cons.vm_aa[v] or ():
             k = key(gi, d)
@@ -166,7 +173,7 @@ def _aa_free(ctx, movers, d, arriving):
 
 def _cycle_items(ctx, pending):
     """Items on waits-for cycles (an item waits for the items leaving its destination), cycle order."""
-    _pk, vcur, _used, _occ, _key = ctx
+    _pk, vcur, _used, _occ, _key, _groups = ctx
     leaving = {}
     for j in sorted(pending):
         for v in ctx[0].members[j]:
@@ -190,27 +197,73 @@ def _cycle_items(ctx, pending):
     return found
 
 
-def _detour_movers(ctx, i):
-    """Guests of item ``i`` that a detour moves: all of a gathered bundle, one of a split one."""
-    pk, vcur = ctx[0], ctx[1]
-    m = list(pk.members[i])
-    return m if len({vcur[v] for v in m}) == 1 else m[:1]
+def _bundle_groups(pk):
+    """Per bundle item: the guest lists of the hard affinity groups it was built from."""
+    groups = {}
+    if not pk.single:
+        for _e, vms in pk.cons.aff:
+            groups.setdefault(pk.item_of[vms[0]], []).append(vms)
+    return groups
+
+
+def _move_units(pk, vcur, bundle_groups, i, d):
+    """Lists of item ``i``'s guests that may move to ``d`` together now, preferred first.
+
+    A gathered bundle moves whole. A split one (its affinity does not hold yet) gathers one source host at
+    a time: all its guests there together, else each set of them tied by an affinity group that holds now.
+    A guest never moves without the others of a group that holds (a nested group would be split).
+    """
+    by_src = {}
+    for v in pk.members[i]:
+        if vcur[v] != d:
+            by_src.setdefault(vcur[v], []).append(v)
+    units = list(by_src.values())
+    if len(units) == 1 and len(units[0]) == len(pk.members[i]):
+        return units
+    for movers in list(units):
+        if len(movers) > 1:
+            tied = _tied_sets(movers, bundle_groups.get(i, ()), vcur)
+            if len(tied) > 1:
+                units.extend(tied)
+    return units
+
+
+def _tied_sets(movers, groups, vcur):
+    """Split ``movers`` (guests on one host) into the sets that holding affinity groups tie together."""
+    src = vcur[movers[0]]
+    part = {v: (v,) for v in movers}
+    for vms in groups:
+        if all(vcur[v] == src for v in vms):
+            merged = tuple(sorted({w for v in vms for w in part[v]}))
+            for v in merged:
+                part[v] = merged
+    sets, seen = [], set()
+    for v in movers:
+        if part[v] not in seen:
+            seen.add(part[v])
+            sets.append(list(part[v]))
+    return sets
 
 
 def _temp_host(ctx, i, pending):
-    pk, vcur, used, _occ, _key = ctx
+    """(temporary host, guests to move there) for a detour of item ``i``, or (None, None)."""
+    pk, vcur, used, _occ, _key, bundle_groups = ctx
     nr = pk.nr
-    movers = _detour_movers(ctx, i)
-    best, best_load = None, None
-    for t in range(pk.nh):
-        if t == pending[i] or any(vcur[v] == t for v in movers) or not pk.allowed(i, t) or not pk.state.power_on[t]:
-            continue
-        if not _fits(ctx, movers, t, [{} for _unused in range(nr)]) or not _aa_free(ctx, movers, t, set()):
-            continue
-        load = max((used[r][t] + pk.dem[r][i]) / pk.lim[r][t] if pk.lim[r][t] > 0 else 0.0 for r in range(nr))
-        if best is None or load < best_load:
-            best, best_load = t, load
-    return best
+    no_arrivals = [{} for _unused in range(nr)]
+    for movers in _move_units(pk, vcur, bundle_groups, i, pending[i]):
+        best, best_load = None, None
+        add = [sum(pk.state.dem[r][v] for v in movers) for r in range(nr)]
+        for t in range(pk.nh):
+            if t == pending[i] or t == vcur[movers[0]] or not pk.allowed(i, t) or not pk.state.power_on[t]:
+                continue
+            if not _fits(ctx, movers, t, no_arrivals) or not _aa_free(ctx, movers, t, set()):
+                continue
+            load = max((used[r][t] + add[r]) / pk.lim[r][t] if pk.lim[r][t] > 0 else 0.0 for r in range(nr))
+            if best is None or load < best_load:
+                best, best_load = t, load
+        if best is not None:
+            return best, movers
+    return None, None
 
 
 def _break_deadlock(ctx, pending, opts, out):
@@ -223,17 +276,17 @@ def _break_deadlock(ctx, pending, opts, out):
     rest = [i for i in pending if i not in set(cyc)]
     for group in (cyc, rest):
         for i in sorted(group, key=lambda j: (pk.size(j, ones), j)):
-            t = _temp_host(ctx, i, pending)
+            t, movers = _temp_host(ctx, i, pending)
             if t is not None:
                 out.temp.append((i, t))
-                return [(i, t, _detour_movers(ctx, i))]
+                return [(i, t, movers)]
     raise ScheduleError("migration cycle: no temporary host can take any of %d blocked guests" % len(pending),
                         sorted(pending))
 
 
 def _apply_wave(ctx, wave, pending, final):
     """Commit a wave; returns it as (item, [(vm, src, dst), ...])."""
-    pk, vcur, used, occ, key = ctx
+    pk, vcur, used, occ, key, _groups = ctx
     dem = pk.state.dem
     vm_aa = pk.cons.vm_aa
     rr = range(pk.nr)

@@ -68,10 +68,7 @@ def check_plan(doc, result, check_expectations=True):
     # Rule 2: replay the waves.
     cur = dict(init)
     limit_per_host = prob.options["max_migrations_per_host"]
-    bundles = {}
-    for e, vms in cons.aff:
-        for v in vms:
-            bundles[st.vm_ids[v]] = e.id
+    bundles = _affinity_bundles(st, cons)
     now = {}
     for vm, h in cur.items():
         lo = now.setdefault(h, [0] * len(st.res))
@@ -96,7 +93,8 @@ def check_plan(doc, result, check_expectations=True):
                 continue
             if not allowed(vm, dst):
                 errs.append("wave %d: %s to forbidden host %s (rule 4)" % (w, vm, dst))
-            # Rule 5: an affinity bundle moving together between the same hosts counts once.
+            # Rule 5: an affinity bundle moving together between the same hosts counts once (nested or
+            # overlapping groups form one bundle).
             tag = (bundles.get(vm) or vm, src, dst)
             for h in (src, dst):
                 touch.setdefault(h, set()).add(tag)
@@ -169,9 +167,35 @@ def check_plan(doc, result, check_expectations=True):
     return errs
 
 
+def _affinity_bundles(st, cons):
+    """Guest id -> bundle name: hard affinity groups that share a guest are one bundle (they must all end
+    on one host), named after one of its groups; guests in no hard affinity group are left out."""
+    parent = {}
+
+    def root(vm):
+        while parent[vm] != vm:
+            parent[vm] = parent[parent[vm]]
+            vm = parent[vm]
+        return vm
+    first_group = {}
+    for e, vms in cons.aff:
+        names = [st.vm_ids[v] for v in vms]
+        for vm in names:
+            if vm not in parent:
+                parent[vm] = vm
+                first_group[vm] = e.id
+        top = root(names[0])
+        for vm in names[1:]:
+            other = root(vm)
+            if other != top:
+                parent[other] = top
+    return {vm: first_group[root(vm)] for vm in parent}
+
+
 def _memory_steps(st, cons, result, dem, errs):
     """Balloon steps set a guest's memory demand (never below its guarantee, only before the first
-    migration); KSM steps raise their host's memory limit by the predicted saving. Returns the credits."""
+    migration); KSM steps raise their host's memory limit by the predicted saving (switching KSM off lowers it
+    by the sharing that was credited). Returns the credits."""
     credit = {}
     if "mem" not in st.res:
         return credit
@@ -188,7 +212,8 @@ def _memory_steps(st, cons, result, dem, errs):
             saved = (s.get("predicted") or {}).get("memory_saved_mib") or 0
             if h is None:
                 errs.append("step %s: KSM on unknown host %r" % (s.get("id"), s.get("host")))
-            elif s.get("enable") and saved > 0:
+            elif (s.get("enable") and saved > 0) or (not s.get("enable") and saved < 0):
+                # on: the predicted saving; off: the running KSM's credited sharing is given back
                 credit[(r, h)] = credit.get((r, h), 0) + saved
             continue
         v = st.vm_index.get(s.get("vm"))
