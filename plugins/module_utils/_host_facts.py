@@ -17,6 +17,12 @@ import socket
 import struct
 import xml.etree.ElementTree as ET
 
+from ansible_collections.autopilot.kvm.plugins.module_utils._ksm_estimate import (
+    DEFAULT_MAX_MIB as DEFAULT_ESTIMATE_MAX_MIB,
+    QEMU_PID_DIR,
+    host_estimate,
+)
+
 try:
     import fcntl
 except ImportError:  # not on Linux: the interface address fallback is skipped
@@ -574,8 +580,12 @@ def libvirt_facts(client):
     }
 
 
-def collect_host_facts(client, paths=None):
-    """Everything host_info returns under ``host``. Raises HostFactsError for bad host files."""
+def collect_host_facts(client, paths=None, ksm_estimate=None):
+    """Everything host_info returns under ``host``. Raises HostFactsError for bad host files.
+
+    ``ksm_estimate``: None (no ``host.ksm.estimate``), or ``{max_mib, pid_dir}`` to estimate what KSM
+    would save from the running guests' page contents (_ksm_estimate.py; it never raises).
+    """
     paths = dict(DEFAULT_PATHS, **(paths or {}))
     conn = client.conn
     info = client.call("get the node information", conn.getInfo)
@@ -597,7 +607,7 @@ def collect_host_facts(client, paths=None):
     if cells:
         free, error = client.try_call(conn.getCellsFreeMemory, 0, len(cells))
 
-    return {
+    facts = {
         "hostname": hostname,
         "uuid": capabilities["uuid"],
         "node": node,
@@ -610,3 +620,9 @@ def collect_host_facts(client, paths=None):
         "libvirt": libvirt_facts(client),
         "migration": migration_address(hostname, paths["qemu_conf"], paths["net_route"]),
     }
+    if ksm_estimate is not None:
+        # last: it may read guest memory for seconds, the other facts are taken together before it
+        facts["ksm"]["estimate"] = host_estimate(
+            client, facts["ksm"], pid_dir=ksm_estimate.get("pid_dir") or QEMU_PID_DIR, proc_dir=paths["proc_dir"],
+            max_mib=ksm_estimate.get("max_mib", DEFAULT_ESTIMATE_MAX_MIB))
+    return facts

@@ -22,7 +22,42 @@ description:
   - Each file is read once. A missing or malformed C(/proc/meminfo) or C(/proc/loadavg) fails
     the module with a message naming the file; it is never retried.
   - The module only reads; it never changes the host.
-options: {}
+  - With O(ksm_estimate=true) it also estimates how much memory KSM would save if it ran, from the
+    running guests' page contents (see RV(host.ksm.estimate)).
+options:
+  ksm_estimate:
+    description:
+      - Estimate what KSM would save on this host from the running guests' actual page contents,
+        returned in RV(host.ksm.estimate).
+      - For each running guest (the active domains of O(uri), whose QEMU process is found from
+        libvirt's pid file in O(qemu_pid_dir)), the mergeable memory areas (C(/proc/PID/smaps) entries whose
+        C(VmFlags) include C(mg)) are looked up in C(/proc/PID/pagemap), their present anonymous pages
+        are read from C(/proc/PID/mem) and hashed, and the contents are counted over all guests together.
+      - This reads guest memory. It is read-only and needs root (C(/proc/PID/mem) needs ptrace access,
+        telling the kernel's zero page apart needs C(CAP_SYS_ADMIN)). Page contents never leave the host and
+        are not kept (only their hashes, while it runs); only counts are returned.
+      - It reads at most O(ksm_estimate_max_mib) MiB, at a few seconds per GiB (hashing each 4 KiB page in Python).
+      - Every failure (no KSM, a hypervisor other than QEMU, no pid file, permission denied, a guest
+        exiting while it is read, the budget) gives V(null) numbers and the reason in
+        RV(host.ksm.estimate.reason); it never fails the module.
+    type: bool
+    default: false
+  ksm_estimate_max_mib:
+    description:
+      - The budget of O(ksm_estimate), in MiB of guest memory. When the guests' present mergeable memory is
+        larger, nothing of it is read and the estimate is V(null) with the reason (never a partial number).
+      - Memory that grows over the budget while it is read stops the estimate the same way.
+      - Counting the pages costs memory in the module too, about 100 bytes per distinct page (about
+        100 MiB for 4 GiB of distinct contents).
+    type: int
+    default: 4096
+  qemu_pid_dir:
+    description:
+      - The directory where libvirt's QEMU driver writes C(<guest>.pid) for each running guest, used by
+        O(ksm_estimate). It is C(<libvirt run directory>/qemu), that is C(/run/libvirt/qemu) for C(qemu:///system)
+        and C($XDG_RUNTIME_DIR/libvirt/qemu/run) for C(qemu:///session).
+    type: path
+    default: /run/libvirt/qemu
 extends_documentation_fragment:
   - autopilot.kvm._libvirt
   - autopilot.kvm._libvirt.actiongroup
@@ -35,6 +70,9 @@ notes:
     the host name libvirt reports. RV(host.migration.source) says which one was used.
   - C(ksmd) is found by scanning C(/proc/*/stat) for the kernel thread called C(ksmd); inside a
     PID namespace that hides kernel threads RV(host.ksm.ksmd) is V(null).
+  - The KSM estimate is a snapshot. KSM merges only pages that stay the same between two of its scans,
+    so guests that rewrite much of their memory share less than predicted. It counts contents across
+    NUMA nodes, as KSM does with C(merge_across_nodes=1); with C(merge_across_nodes=0) it is an upper bound.
 seealso:
   - module: autopilot.kvm.guest_info
 """
@@ -47,6 +85,18 @@ EXAMPLES = r"""
 - name: Show the memory a new guest could get
   ansible.builtin.debug:
     msg: "{{ kvm_host.host.memory.available_mib }} MiB available, KSM {{ kvm_host.host.ksm.run_state }}"
+
+- name: Estimate what KSM would save, reading at most 2 GiB of guest memory
+  autopilot.kvm.host_info:
+    ksm_estimate: true
+    ksm_estimate_max_mib: 2048
+  register: kvm_host
+
+- name: Show the estimate, or why there is none
+  ansible.builtin.debug:
+    msg: >-
+      {{ kvm_host.host.ksm.estimate.reason
+         or ('KSM would save %d MiB' % kvm_host.host.ksm.estimate.saving_mib) }}
 
 - name: Gather the facts through a non-default URI
   autopilot.kvm.host_info:
@@ -351,6 +401,122 @@ host:
           type: dict
           returned: success
           sample: {pid: 36, utime_ticks: 0, stime_ticks: 120, clock_ticks_per_second: 100, cpu_seconds: 1.2}
+        estimate:
+          description:
+            - What KSM would save if it ran, estimated from the running guests' page contents (O(ksm_estimate)).
+            - Absent when O(ksm_estimate=false) (the default).
+            - A content found m times in the guests' present anonymous mergeable pages becomes
+              ceil(m / C(max_page_sharing)) KSM pages (RV(host.ksm.estimate.pages_shared)) shared by m mappings,
+              m - ceil(m / C(max_page_sharing)) of them counted in C(pages_sharing). Without a C(max_page_sharing)
+              limit, RV(host.ksm.estimate.pages_sharing) is present pages - distinct contents.
+            - When the estimate cannot be made, the counts are V(null) and RV(host.ksm.estimate.reason) says why.
+          type: dict
+          returned: when O(ksm_estimate=true)
+          contains:
+            pages_sharing:
+              description:
+                - The predicted C(pages_sharing) counter once KSM has merged everything it can. With
+                  RV(host.ksm.estimate.use_zero_pages=true) all-zero pages are not in it (see RV(host.ksm.estimate.zero_pages)).
+                - V(null) when the estimate could not be made.
+              type: int
+              returned: when O(ksm_estimate=true)
+              sample: 69962
+            pages_shared:
+              description: The predicted C(pages_shared) counter (KSM pages), V(null) when the estimate could not be made.
+              type: int
+              returned: when O(ksm_estimate=true)
+              sample: 8016
+            saving_mib:
+              description:
+                - The memory KSM would save, in MiB rounded down, (RV(host.ksm.estimate.pages_sharing) +
+                  RV(host.ksm.estimate.zero_pages) when RV(host.ksm.estimate.use_zero_pages=true)) x page size.
+                - V(null) when the estimate could not be made.
+              type: int
+              returned: when O(ksm_estimate=true)
+              sample: 273
+            present_pages:
+              description:
+                - The present anonymous pages of the guests' mergeable areas that were read (mappings of the
+                  kernel's zero page excepted), V(null) when the estimate could not be made.
+              type: int
+              returned: when O(ksm_estimate=true)
+              sample: 262144
+            distinct_pages:
+              description: The number of distinct contents among them (the all-zero content included), V(null) when not made.
+              type: int
+              returned: when O(ksm_estimate=true)
+              sample: 192182
+            zero_pages:
+              description:
+                - Present pages whose content is all zero. With RV(host.ksm.estimate.use_zero_pages=true) KSM maps
+                  them to the kernel's zero page and counts them in C(ksm_zero_pages), not C(pages_sharing); otherwise
+                  they are merged like any other content and counted in RV(host.ksm.estimate.pages_sharing).
+                - V(null) when the estimate could not be made.
+              type: int
+              returned: when O(ksm_estimate=true)
+              sample: 20480
+            zero_page_mappings:
+              description:
+                - Present pages that map the kernel's zero page (memory a guest only read, or pages KSM already
+                  replaced). They take no memory and are not counted elsewhere. Telling them apart needs
+                  C(CAP_SYS_ADMIN); without it they count as RV(host.ksm.estimate.zero_pages).
+                - V(null) when the estimate could not be made.
+              type: int
+              returned: when O(ksm_estimate=true)
+              sample: 0
+            swapped_pages:
+              description: Pages of the mergeable areas that are swapped out, not read; V(null) when not made.
+              type: int
+              returned: when O(ksm_estimate=true)
+              sample: 0
+            file_pages:
+              description:
+                - Present pages of the mergeable areas that are not private anonymous memory (file pages, shared
+                  memory, the huge zero page), which KSM does not merge; not read. V(null) when not made.
+              type: int
+              returned: when O(ksm_estimate=true)
+              sample: 0
+            use_zero_pages:
+              description: The KSM setting C(use_zero_pages) the estimate assumed (V(false) when the kernel has none).
+              type: bool
+              returned: when O(ksm_estimate=true)
+              sample: false
+            max_page_sharing:
+              description: The KSM setting C(max_page_sharing) the estimate assumed, V(null) for no limit.
+              type: int
+              returned: when O(ksm_estimate=true)
+              sample: 256
+            guests:
+              description: The running guests whose memory was read (or was to be read), sorted.
+              type: list
+              elements: str
+              returned: when O(ksm_estimate=true)
+              sample: [db1, web1]
+            read_mib:
+              description: MiB of guest memory read, to 0.01 MiB (0 when nothing was read).
+              type: float
+              returned: when O(ksm_estimate=true)
+              sample: 1024.0
+            budget_mib:
+              description: O(ksm_estimate_max_mib).
+              type: int
+              returned: when O(ksm_estimate=true)
+              sample: 4096
+            elapsed_s:
+              description: Seconds the estimate took, to 0.01 s.
+              type: float
+              returned: when O(ksm_estimate=true)
+              sample: 1.37
+            method:
+              description: How the estimate is made.
+              type: str
+              returned: when O(ksm_estimate=true)
+              sample: page hashes of mergeable guest memory (smaps mg + pagemap present)
+            reason:
+              description: V(null) when the estimate was made, else why it was not (the counts are then V(null)).
+              type: str
+              returned: when O(ksm_estimate=true)
+              sample: 6144 MiB of mergeable guest memory is over the budget of 4096 MiB (ksm_estimate_max_mib)
     load:
       description: Load averages from C(/proc/loadavg).
       type: dict
@@ -460,9 +626,21 @@ from ansible_collections.autopilot.kvm.plugins.module_utils._host_facts import (
 
 
 def main():
-    module, client = create_module(argument_spec={}, supports_check_mode=True)
+    module, client = create_module(
+        argument_spec=dict(
+            ksm_estimate=dict(type="bool", default=False),
+            ksm_estimate_max_mib=dict(type="int", default=4096),
+            qemu_pid_dir=dict(type="path", default="/run/libvirt/qemu"),
+        ),
+        supports_check_mode=True,
+    )
+    estimate = None
+    if module.params["ksm_estimate"]:
+        if module.params["ksm_estimate_max_mib"] < 1:
+            module.fail_json(msg="ksm_estimate_max_mib must be at least 1, got %d" % module.params["ksm_estimate_max_mib"])
+        estimate = dict(max_mib=module.params["ksm_estimate_max_mib"], pid_dir=module.params["qemu_pid_dir"])
     try:
-        host = collect_host_facts(client)
+        host = collect_host_facts(client, ksm_estimate=estimate)
     except HostFactsError as error:
         client.fail(str(error))
         return

@@ -5,14 +5,17 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
+import struct
 
 import pytest
 
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.autopilot.kvm.plugins.module_utils import _host_facts
+from ansible_collections.autopilot.kvm.plugins.module_utils import _ksm_estimate
 from ansible_collections.autopilot.kvm.plugins.module_utils import _libvirt_client
 from .module_runner import ExitJson, FailJson, capture  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.autopilot.kvm.plugins.modules import host_info
@@ -140,3 +143,81 @@ def test_missing_libvirt_binding(monkeypatch):
     kind, result = run({"uri": "test:///default"})
     assert kind is FailJson
     assert "Failed to import the required Python library (libvirt-python" in result["msg"]
+
+
+# ------------------------------------------------------------------ ksm_estimate
+
+def test_no_estimate_by_default(fixture_paths):
+    kind, result = run({"uri": NODE_URI})
+    assert kind is ExitJson
+    assert "estimate" not in result["host"]["ksm"]
+
+
+def test_estimate_on_a_hypervisor_other_than_qemu_is_null_with_the_reason(fixture_paths):
+    kind, result = run({"uri": NODE_URI, "ksm_estimate": True})
+    assert kind is ExitJson, result
+    estimate = result["host"]["ksm"]["estimate"]
+    assert estimate["reason"] == "the estimate reads QEMU processes; this hypervisor is TEST"
+    assert estimate["pages_sharing"] is None and estimate["saving_mib"] is None
+    assert estimate["budget_mib"] == 4096
+    assert estimate["method"] == "page hashes of mergeable guest memory (smaps mg + pagemap present)"
+    assert result["host"]["ksm"]["run_state"] == "running"   # the rest of the facts as usual
+
+
+def test_estimate_budget_must_be_positive(fixture_paths):
+    kind, result = run({"uri": NODE_URI, "ksm_estimate": True, "ksm_estimate_max_mib": 0})
+    assert kind is FailJson
+    assert result["msg"] == "ksm_estimate_max_mib must be at least 1, got 0"
+
+
+def _fake_guest(proc_dir, pid, name, pages):
+    """A QEMU process in a fake /proc with one mergeable area of ``pages`` (all present, its own)."""
+    base = os.path.join(proc_dir, str(pid))
+    os.makedirs(base)
+    start = 0x100000
+    with open(os.path.join(base, "cmdline"), "wb") as handle:
+        handle.write(b"qemu-system-x86_64\0-name\0guest=%s,debug-threads=on\0" % name.encode())
+    with open(os.path.join(base, "smaps"), "w", encoding="ascii") as handle:
+        handle.write("%x-%x rw-p 00000000 00:00 0 \nVmFlags: rd wr mr mw me ac sd mg\n" % (start, start + len(pages) * 4096))
+    with open(os.path.join(base, "pagemap"), "wb") as pagemap, open(os.path.join(base, "mem"), "wb") as mem:
+        pagemap.seek(start // 4096 * 8)
+        mem.seek(start)
+        for page in pages:
+            pagemap.write(struct.pack("=Q", _ksm_estimate.PM_PRESENT | _ksm_estimate.PM_EXCLUSIVE))
+            mem.write(page)
+
+
+@pytest.mark.skipif(mmap.PAGESIZE != 4096, reason="the fake guests have 4 KiB pages")
+def test_estimate_over_fake_qemu_processes(fixture_paths, monkeypatch, tmp_path):
+    proc_dir, pid_dir = tmp_path / "proc", tmp_path / "run"
+    pid_dir.mkdir()
+    fixture_paths["proc_dir"] = str(proc_dir)
+    same, zero = b"S" * 4096, b"\0" * 4096
+    # the test driver's active guests (paused1 is active too) as QEMU processes
+    for pid, (name, pages) in enumerate(sorted({"web1": [same] * 200 + [zero] * 10, "db1": [same] * 300 + [b"d" * 4096],
+                                                "paused1": [zero] * 40}.items()), 100):
+        _fake_guest(str(proc_dir), pid, name, pages)
+        (pid_dir / (name + ".pid")).write_text(str(pid))
+    running_guests = _ksm_estimate.running_guests
+    monkeypatch.setattr(_ksm_estimate, "running_guests", lambda client: ("QEMU", running_guests(client)[1]))
+
+    kind, result = run({"uri": NODE_URI, "ksm_estimate": True, "qemu_pid_dir": str(pid_dir)})
+    assert kind is ExitJson, result
+    estimate = result["host"]["ksm"]["estimate"]
+    assert estimate["reason"] is None
+    assert estimate["guests"] == ["db1", "paused1", "web1"]
+    # the fixture's KSM settings: use_zero_pages absent (0), max_page_sharing 256
+    assert estimate["use_zero_pages"] is False and estimate["max_page_sharing"] == 256
+    assert estimate["present_pages"] == 551 and estimate["distinct_pages"] == 3 and estimate["zero_pages"] == 50
+    # S: 500 copies -> 2 KSM pages, 498 sharing; zero: 50 copies -> 1, 49
+    assert (estimate["pages_shared"], estimate["pages_sharing"]) == (3, 498 + 49)
+    assert estimate["saving_mib"] == 547 * 4096 // 1048576 == 2
+
+    kind, result = run({"uri": NODE_URI, "ksm_estimate": True, "qemu_pid_dir": str(pid_dir), "ksm_estimate_max_mib": 1})
+    estimate = result["host"]["ksm"]["estimate"]
+    assert estimate["reason"] == "3 MiB of mergeable guest memory is over the budget of 1 MiB (ksm_estimate_max_mib)"
+    assert estimate["saving_mib"] is None and estimate["read_mib"] == 0
+
+    kind, result = run({"uri": NODE_URI, "ksm_estimate": True})   # the default pid dir has no such guests
+    assert kind is ExitJson
+    assert result["host"]["ksm"]["estimate"]["reason"].startswith("guest db1: cannot read its pid file /run/libvirt/qemu/db1.pid")
