@@ -45,6 +45,12 @@ options:
         load where they run and are never moved.
     type: str
     default: ".*"
+  ksm_hosts:
+    description:
+      - Regular expression (whole inventory name) of the hosts whose KSM the plan may switch on or off, with
+        O(memory_overcommit). On other hosts KSM is left as it is; what it shares still counts.
+    type: str
+    default: ".*"
   saved:
     description:
       - A plan written earlier by the C(autopilot.kvm.plan) playbook (the parsed JSON or YAML file).
@@ -80,7 +86,8 @@ options:
   memory_overcommit:
     description:
       - Let the planner weigh balloon shrinks and KSM against migrations for hosts over their memory ceiling
-        (see docs/planner.md). Off by default in this release; the lab scenarios of this feature are not yet proven.
+        (see docs/planner.md), and switch KSM off where it is no longer needed. Guests without balloon statistics are
+        never ballooned. Off by default, since shrinking guests and running ksmd are an operator's policy choice.
     type: bool
     default: false
   migration_budget:
@@ -180,6 +187,7 @@ class LookupModule(LookupBase):
                     expectations=self.get_option("expectations"),
                     options=options,
                     managed_guests=self.get_option("managed_guests"),
+                    ksm_hosts=self.get_option("ksm_hosts"),
                 )
                 saved = self.get_option("saved")
                 if saved:

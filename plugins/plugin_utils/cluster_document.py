@@ -176,18 +176,24 @@ def metadata_expectations(declared):
     return grouped + singles
 
 
-def build_document(cluster, ceilings=None, default_ceiling=None, expectations=None, options=None, managed_guests=None):
+def build_document(cluster, ceilings=None, default_ceiling=None, expectations=None, options=None, managed_guests=None,
+                   ksm_hosts=None):
     """The planner document for ``cluster`` (the facts role's facts_cluster).
 
     Each host's ceiling becomes a hard ``ceiling`` expectation per resource; hosts with the
     same ceiling share one expectation, named after it, so a plan step can say which it serves.
     Guests whose name does not match the ``managed_guests`` regular expression still count
-    as load but are pinned where they run (a hard ``fence`` to their host).
+    as load but are pinned where they run (a hard ``fence`` to their host). KSM on hosts whose name does not
+    match ``ksm_hosts`` is never switched by the plan (what it shares still counts).
     """
     try:
         managed = re.compile(managed_guests or ".*")
     except re.error as error:
         raise ClusterDocumentError("managed_guests is not a valid regular expression (%s): %r" % (error, managed_guests))
+    try:
+        ksm_managed = re.compile(ksm_hosts or ".*")
+    except re.error as error:
+        raise ClusterDocumentError("ksm_hosts is not a valid regular expression (%s): %r" % (error, ksm_hosts))
     if not isinstance(cluster, dict) or not cluster:
         raise ClusterDocumentError("no hosts in the gathered facts (did the facts role run on the KVM hosts?)")
     names = sorted(cluster)
@@ -208,6 +214,8 @@ def build_document(cluster, ceilings=None, default_ceiling=None, expectations=No
         })
         ksm = _host_ksm(entry)
         if ksm is not None:
+            if not ksm_managed.fullmatch(name):
+                ksm["managed"] = False
             hosts[-1]["ksm"] = ksm
         for guest in _guests_of(entry):
             if guest.get("state") in RUNNING_STATES:
@@ -305,11 +313,27 @@ def _host_ksm(entry):
         out["page_size"] = int(ksm["sharing_bytes"]) // out["pages_sharing"]
     elif out.get("pages_sharing"):
         out["page_size"] = 4096
+    estimate = ksm.get("estimate") or {}
+    saving = estimate.get("saving_mib")
+    if isinstance(saving, int) and not isinstance(saving, bool) and saving >= 0:
+        # host_info ksm_estimate: what KSM shares once its scans are through, from the guests' page contents
+        # (while KSM runs, the planner credits the larger of this and what it measurably shares so far)
+        out["estimated_saving_mib"] = saving
+        out["estimate_basis"] = _page_hash_basis(estimate)
+        return out
     predicted, now, _basis = ksm_saving(entry)
     if now:
         # Only a measured sharing makes an estimate; otherwise the planner assumes its own share.
         out["estimated_saving_mib"] = predicted
     return out
+
+
+def _page_hash_basis(estimate):
+    """``estimated from page hashes (2 guests, 1536 MiB read)``: the plan's reason for a KSM saving."""
+    guests = len(estimate.get("guests") or [])
+    read = estimate.get("read_mib")
+    read = ("%.2f" % read).rstrip("0").rstrip(".") if isinstance(read, numbers.Real) else "?"
+    return "estimated from page hashes (%d guest%s, %s MiB read)" % (guests, "" if guests == 1 else "s", read)
 
 
 def _fmt(number):

@@ -25,7 +25,8 @@ from .steps import Balloon, Ksm
 EPS = 1e-9
 INF = float("inf")
 MIB_BYTES = 1048576
-# Fraction of the guests' memory KSM is assumed to merge when nothing is measured: factories.KSM_SHARE_FRACTION
+# Fraction of the guests' memory KSM is assumed to merge when nothing is measured (reported, never counted
+# towards a hard limit here): factories.KSM_SHARE_FRACTION
 # (kept here too: factories imports the step classes, and this module must not import the search).
 KSM_SHARE_FRACTION = 0.10
 
@@ -52,13 +53,18 @@ class MemoryFacts:
         return 0
 
     def credit_running_ksm(self, state, cons):
-        """A host where KSM runs saves what it measurably shares: its memory limit rises by that much."""
+        """A host where KSM runs saves what it measurably shares: its memory limit rises by that much.
+
+        With a page-hash estimate (``estimate_basis``), the larger of the two: ksmd needs full scans to reach
+        what the page contents allow, and a plan made meanwhile must not migrate for the lag."""
         if "mem" not in state.res:
             return
         r = state.res.index("mem")
         for h in range(state.n_hosts):
             if self.ksm[h].get("run") == 1:
                 saved = self.measured_sharing_mib(h)
+                if self.ksm[h].get("estimate_basis") and self.ksm[h].get("estimated_saving_mib"):
+                    saved = max(saved, int(self.ksm[h]["estimated_saving_mib"]))
                 if saved > 0:
                     cons.limit[r][h] += saved
                     self.credited[h] = saved
@@ -68,15 +74,19 @@ class MemoryFacts:
         k = self.ksm[h]
         if not k.get("available"):
             return 0, "KSM not available"
+        if k.get("managed") is False:
+            return 0, "KSM on this host is not the plan's to switch (ksm_hosts)"
         if k.get("run") == 1:
             return 0, "KSM already runs"
         if k.get("estimated_saving_mib") is not None:
-            return int(k["estimated_saving_mib"]), "estimated from measured page sharing"
+            # the document says how it was estimated: from page hashes (host_info ksm_estimate), else measured
+            return int(k["estimated_saving_mib"]), k.get("estimate_basis") or "measured pages_sharing"
         measured = self.measured_sharing_mib(h)
         if measured:
             return measured, "measured: pages_sharing x page_size"
-        return int(guests_mib * KSM_SHARE_FRACTION), "assumed %.0f%% of guest memory (nothing measured)" % (
-            100 * KSM_SHARE_FRACTION)
+        # A hard limit is not bet on a guess: the assumed share is reported, never counted.
+        return 0, "not measured (the assumed %.0f%% of guest memory, %d MiB, is not relied on; the facts role's " \
+                  "facts_ksm_estimate measures it)" % (100 * KSM_SHARE_FRACTION, int(guests_mib * KSM_SHARE_FRACTION))
 
 
 def _figures(st, cons, mf, v, r, h):
@@ -241,6 +251,30 @@ def _grow(prob, r, h, vms, pre):
                                                   "predicted": {"memory_returned_mib": -give}}))
 
 
+def _ksm_off(prob, r, h, pre):
+    """KSM running on a host that would stay well under its limit without what KSM saves is stopped.
+
+    "Well under" is the grow rule's GROW_HYSTERESIS_FRACTION below the limit, so KSM is not switched on and
+    off on alternate runs. Stopping (run=0, as MoM does) leaves merged pages merged until guests write them:
+    the host's use rises gradually, by at most the credited sharing, which the condition leaves room for.
+    """
+    st, cons, mf = prob.state, prob.cons, prob.memory
+    if mf.ksm[h].get("run") != 1 or mf.ksm[h].get("managed") is False:
+        return
+    credited = mf.credited[h]
+    limit_without = cons.limit[r][h] - credited
+    if st.used[r][h] + EPS > limit_without * (1.0 - GROW_HYSTERESIS_FRACTION):
+        return
+    # The credit was a raise of the limit (credit_running_ksm), not a cut of the use: only the limit goes back.
+    step = Ksm(h, False, credited)
+    cons.limit[r][h] = limit_without
+    mf.credited[h] = 0
+    text = "%s mem %.0f%% stays well under its limit %.0f%% without the %d MiB KSM shares: switch KSM off" % (
+        st.host_ids[h], _pct(st, r, h, st.used[r][h]), _pct(st, r, h, limit_without), credited)
+    pre.append((step, ("memory:ksm-off", text), {"host": st.host_ids[h], "enable": False,
+                                                 "predicted": {"memory_saved_mib": -credited}}))
+
+
 def plan_memory(prob):
     """Balloon/KSM steps chosen over migrations, applied to ``prob.state`` (and KSM to the limits).
 
@@ -257,7 +291,11 @@ def plan_memory(prob):
         if st.used[r][h] > prob.cons.limit[r][h] + EPS:
             _relieve(prob, r, h, on[h], pre, notes)
         else:
+            _ksm_off(prob, r, h, pre)
             _grow(prob, r, h, on[h], pre)
+    for h in range(st.n_hosts):
+        if st.power_on[h] and not on[h]:
+            _ksm_off(prob, r, h, pre)
     # A guest whose balloon changes in this plan counts as just migrated (options.cooldown_s): it moves
     # only when a hard expectation needs it, not for the objective's sake right after being resized.
     resized = {step.vm for step, _reason, _extra in pre if isinstance(step, Balloon)}

@@ -28,8 +28,11 @@ DEFAULT_OPTIONS = {
                                      # None = true when any guest carries mem_used_mib (balloon statistics)
 }
 
-# Keys of a host's optional ``ksm`` mapping (host_info's KSM counters, see memory.py).
-KSM_KEYS = ("available", "run", "pages_sharing", "pages_shared", "page_size", "estimated_saving_mib")
+# Keys of a host's optional ``ksm`` mapping (host_info's KSM counters, see memory.py). ``estimate_basis`` says how
+# ``estimated_saving_mib`` was made (text for the plan's reasons; absent = measured pages_sharing). ``managed``
+# false: the plan never switches this host's KSM (the lookup's ksm_hosts), though what it shares counts.
+KSM_KEYS = ("available", "run", "pages_sharing", "pages_shared", "page_size", "estimated_saving_mib",
+            "estimate_basis", "managed")
 
 
 class Problem:
@@ -100,6 +103,7 @@ def _check_ksm(ksm, path):
         if k not in KSM_KEYS:
             _fail("%s.%s" % (path, k), "unknown key (known: %s)" % ", ".join(KSM_KEYS))
     _bool(ksm.get("available"), path + ".available", False)
+    _bool(ksm.get("managed"), path + ".managed", True)
     run = ksm.get("run")
     if run is not None and (isinstance(run, bool) or run not in (0, 1, 2)):
         _fail(path + ".run", "expected 0 (stopped), 1 (merging) or 2 (unmerging), got %r" % (run,))
@@ -109,6 +113,9 @@ def _check_ksm(ksm, path):
             _fail("%s.%s" % (path, k), "expected an integer >= 0, got %r" % (x,))
     if ksm.get("estimated_saving_mib") is not None:
         _number(ksm["estimated_saving_mib"], path + ".estimated_saving_mib", lo=0)
+    basis = ksm.get("estimate_basis")
+    if basis is not None and not isinstance(basis, str):
+        _fail(path + ".estimate_basis", "expected a string, got %r" % (basis,))
 
 
 def _format_md_expectations(doc):

@@ -188,6 +188,76 @@ def test_ksm_facts_become_the_hosts_ksm_mapping():
     assert "ksm" not in h3
 
 
+def ksm_estimate(saving_mib, guests=("a", "b"), read_mib=1536.0, reason=None):
+    """host.ksm.estimate as host_info returns it (only the keys the document reads matter)."""
+    return {"pages_sharing": None if saving_mib is None else saving_mib * 256, "saving_mib": saving_mib,
+            "guests": list(guests), "read_mib": read_mib, "budget_mib": 4096, "reason": reason,
+            "method": "page hashes of mergeable guest memory (smaps mg + pagemap present)"}
+
+
+def test_page_hash_estimate_becomes_the_hosts_ksm_saving():
+    facts = cluster(h1=[guest("a")], h2=[], h3=[], h4=[], h5=[])
+    facts["h1"]["host"]["ksm"] = {"available": True, "run": 0, "settings": {"run": 0}, "counters": {},
+                                  "estimate": ksm_estimate(300)}
+    # KSM runs: the measure (100 MiB) and the estimate (300 MiB) both go to the planner, which credits the larger
+    facts["h2"]["host"]["ksm"] = {"available": True, "run": 1, "settings": {"run": 1},
+                                  "counters": {"pages_sharing": 25600, "pages_shared": 100, "full_scans": 3},
+                                  "sharing_bytes": 25600 * 4096, "estimate": ksm_estimate(300)}
+    # no estimate (over the budget): nothing measured either, the planner assumes its share
+    facts["h3"]["host"]["ksm"] = {"available": True, "run": 0, "settings": {"run": 0}, "counters": {},
+                                  "estimate": ksm_estimate(None, reason="6144 MiB ... over the budget of 4096 MiB")}
+    # stopped with pages still merged: the page hashes count them too, and win over the partial measure
+    facts["h4"]["host"]["ksm"] = {"available": True, "run": 0, "settings": {"run": 0},
+                                  "counters": {"pages_sharing": 2560, "full_scans": 0}, "sharing_bytes": 2560 * 4096,
+                                  "estimate": ksm_estimate(40, guests=["a"], read_mib=0.05)}
+    facts["h5"]["host"]["ksm"] = {"available": True, "run": 2, "settings": {"run": 2}, "counters": {},
+                                  "estimate": ksm_estimate(0, guests=[], read_mib=0.0)}
+    h1, h2, h3, h4, h5 = build_document(facts)["hosts"]
+    assert h1["ksm"] == {"available": True, "run": 0, "estimated_saving_mib": 300,
+                         "estimate_basis": "estimated from page hashes (2 guests, 1536 MiB read)"}
+    assert h2["ksm"] == {"available": True, "run": 1, "pages_sharing": 25600, "pages_shared": 100, "page_size": 4096,
+                         "estimated_saving_mib": 300,
+                         "estimate_basis": "estimated from page hashes (2 guests, 1536 MiB read)"}
+    assert h3["ksm"] == {"available": True, "run": 0}
+    assert h4["ksm"]["estimated_saving_mib"] == 40
+    assert h4["ksm"]["estimate_basis"] == "estimated from page hashes (1 guest, 0.05 MiB read)"
+    assert h5["ksm"]["estimate_basis"] == "estimated from page hashes (0 guests, 0 MiB read)"
+
+
+def test_the_ksm_step_says_its_saving_was_estimated_from_page_hashes():
+    # h1: 3 busy guests of 256 MiB = 75 % of 1024 MiB, over its 60 % ceiling by 154 MiB; no balloon statistics.
+    facts = cluster(h1=[guest("g1"), guest("g2"), guest("g3")], h2=[])
+    facts["h1"]["host"]["ksm"] = {"available": True, "run": 0, "settings": {"run": 0}, "counters": {},
+                                  "estimate": ksm_estimate(200, guests=["g1", "g2", "g3"], read_mib=700.0)}
+    doc = build_document(facts, ceilings={"h1": {"memory_pct": 60}},
+                         options={"balance_threshold_pct": 100.0, "memory_overcommit": True})
+    res = plan_document(doc)
+    assert check_plan(doc, res) == []
+    ksm = [s for s in res["steps"] if s["kind"] == "ksm"]
+    assert [(s["host"], s["enable"]) for s in ksm] == [("h1", True)], res["explain"]
+    assert ksm[0]["predicted"] == {"memory_saved_mib": 200,
+                                   "basis": "estimated from page hashes (3 guests, 700 MiB read)"}
+    assert [s for s in res["steps"] if s["kind"] == "migrate"] == []
+
+    # measured sharing (KSM stopped after merging) keeps its own basis
+    facts["h1"]["host"]["ksm"] = {"available": True, "run": 0, "settings": {"run": 0},
+                                  "counters": {"pages_sharing": 51200, "full_scans": 2}, "sharing_bytes": 51200 * 4096}
+    doc = build_document(facts, ceilings={"h1": {"memory_pct": 60}},
+                         options={"balance_threshold_pct": 100.0, "memory_overcommit": True})
+    ksm = [s for s in plan_document(doc)["steps"] if s["kind"] == "ksm"]
+    assert ksm[0]["predicted"] == {"memory_saved_mib": 200, "basis": "measured pages_sharing"}
+
+
+def test_estimate_basis_must_be_text():
+    facts = cluster(h1=[guest("a")])
+    facts["h1"]["host"]["ksm"] = {"available": True, "run": 0, "settings": {"run": 0}, "counters": {},
+                                  "estimate": ksm_estimate(10)}
+    doc = build_document(facts)
+    doc["hosts"][0]["ksm"]["estimate_basis"] = 12
+    with pytest.raises(ValueError, match=r"^hosts\[0\]\(h1\)\.ksm\.estimate_basis: expected a string, got 12"):
+        plan_document(doc)
+
+
 def test_idle_guests_from_facts_are_ballooned_by_the_planner():
     guests = []
     for name in ("m1", "m2", "m3"):
@@ -200,3 +270,13 @@ def test_idle_guests_from_facts_are_ballooned_by_the_planner():
     assert check_plan(doc, res) == []
     assert [s["kind"] for s in res["steps"]] == ["balloon"] * 3
     assert sum(256 - s["target_mib"] for s in res["steps"]) >= 768 - 614
+
+
+def test_ksm_hosts_marks_the_other_hosts_ksm_as_not_managed():
+    facts = cluster(h1=[], h2=[])
+    for name in ("h1", "h2"):
+        facts[name]["host"]["ksm"] = {"available": True, "run": 1, "settings": {"run": 1}, "counters": {}}
+    h1, h2 = build_document(facts, ksm_hosts="h2")["hosts"]
+    assert h1["ksm"]["managed"] is False and "managed" not in h2["ksm"]
+    with pytest.raises(ClusterDocumentError, match="ksm_hosts is not a valid regular expression"):
+        build_document(facts, ksm_hosts="h[")
