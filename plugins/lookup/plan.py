@@ -51,6 +51,16 @@ options:
         O(memory_overcommit). On other hosts KSM is left as it is; what it shares still counts.
     type: str
     default: ".*"
+  ksm_full_scan_s:
+    description:
+      - Seconds a KSM the plan switches on should take to scan the guests' memory once. With O(ksmd_cpu_budget) it
+        sets pages_to_scan and sleep_millisecs (the memory policy's derivation, docs/memory-policy.md).
+    type: float
+    default: 600
+  ksmd_cpu_budget:
+    description: Share of one CPU core ksmd may use (0 to 1); the scan rate is cut to stay within it.
+    type: float
+    default: 0.1
   saved:
     description:
       - A plan written earlier by the C(autopilot.kvm.plan) playbook (the parsed JSON or YAML file).
@@ -188,6 +198,8 @@ class LookupModule(LookupBase):
                     options=options,
                     managed_guests=self.get_option("managed_guests"),
                     ksm_hosts=self.get_option("ksm_hosts"),
+                    ksm_policy={"ksm_full_scan_s": self.get_option("ksm_full_scan_s"),
+                                "ksmd_cpu_budget": self.get_option("ksmd_cpu_budget")},
                 )
                 saved = self.get_option("saved")
                 if saved:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numbers
 import re
 
-from .memory_policy import guest_used_mib, ksm_saving
+from .memory_policy import MemoryPolicyError, guest_used_mib, ksm_controls, ksm_saving
 
 # A guest with no CPU rate measured (rates disabled, or it just started) is counted
 # at this share of one core per vCPU: an idle TCG/KVM guest measures 1-3 %, so 5 %
@@ -177,14 +177,15 @@ def metadata_expectations(declared):
 
 
 def build_document(cluster, ceilings=None, default_ceiling=None, expectations=None, options=None, managed_guests=None,
-                   ksm_hosts=None):
+                   ksm_hosts=None, ksm_policy=None):
     """The planner document for ``cluster`` (the facts role's facts_cluster).
 
     Each host's ceiling becomes a hard ``ceiling`` expectation per resource; hosts with the
     same ceiling share one expectation, named after it, so a plan step can say which it serves.
     Guests whose name does not match the ``managed_guests`` regular expression still count
     as load but are pinned where they run (a hard ``fence`` to their host). KSM on hosts whose name does not
-    match ``ksm_hosts`` is never switched by the plan (what it shares still counts).
+    match ``ksm_hosts`` is never switched by the plan (what it shares still counts). ``ksm_policy``: memory
+    policy options (``ksm_full_scan_s``, ``ksmd_cpu_budget``) for the scan rate a KSM step sets.
     """
     try:
         managed = re.compile(managed_guests or ".*")
@@ -212,7 +213,10 @@ def build_document(cluster, ceilings=None, default_ceiling=None, expectations=No
             "features": list(cpu.get("features") or []),
             "labels": dict(entry.get("labels") or {}),
         })
-        ksm = _host_ksm(entry)
+        try:
+            ksm = _host_ksm(entry, ksm_policy)
+        except MemoryPolicyError as error:
+            raise ClusterDocumentError("KSM scan rate for %s: %s" % (name, error))
         if ksm is not None:
             if not ksm_managed.fullmatch(name):
                 ksm["managed"] = False
@@ -297,7 +301,7 @@ def _guest_memory_use(guest, max_mib):
     return {"mem_used_mib": used, "mem_max_mib": max_mib}
 
 
-def _host_ksm(entry):
+def _host_ksm(entry, ksm_policy=None):
     """The planner's ``ksm`` mapping from host_info's KSM facts; None when KSM is not available."""
     ksm = (entry.get("host") or {}).get("ksm") or {}
     if not ksm.get("available"):
@@ -313,6 +317,14 @@ def _host_ksm(entry):
         out["page_size"] = int(ksm["sharing_bytes"]) // out["pages_sharing"]
     elif out.get("pages_sharing"):
         out["page_size"] = 4096
+    # The scan rate KSM would run at: the memory policy's derivation from the guests' memory, the full-scan
+    # time wanted and ksmd's CPU budget (docs/memory-policy.md); a KSM step of the plan sets it.
+    candidate = ksm_controls(entry, options=ksm_policy).get("candidate") or {}
+    for key in ("pages_to_scan", "sleep_millisecs"):
+        if candidate.get(key):
+            out[key] = int(candidate[key])
+    if candidate.get("reason"):
+        out["scan_reason"] = candidate["reason"]
     estimate = ksm.get("estimate") or {}
     saving = estimate.get("saving_mib")
     if isinstance(saving, int) and not isinstance(saving, bool) and saving >= 0:

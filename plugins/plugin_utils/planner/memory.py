@@ -201,9 +201,12 @@ def _relieve(prob, r, h, vms, pre, notes):
     if saving:
         step = Ksm(h, True, saving)
         cons.limit[r][h] += saving
-        text = "%s: switch KSM on, saving %d MiB (%s) %s" % (head, saving, basis, alt)
-        pre.append((step, (eid, text), {"host": st.host_ids[h], "enable": True,
-                                        "predicted": {"memory_saved_mib": saving, "basis": basis}}))
+        k = mf.ksm[h]
+        scan = dict((key, k[key]) for key in ("pages_to_scan", "sleep_millisecs") if k.get(key))
+        rate = "; %s" % k["scan_reason"] if k.get("scan_reason") else ""
+        text = "%s: switch KSM on, saving %d MiB (%s) %s%s" % (head, saving, basis, alt, rate)
+        pre.append((step, (eid, text), dict(scan, host=st.host_ids[h], enable=True,
+                                            predicted={"memory_saved_mib": saving, "basis": basis})))
     for c, take in alloc:
         v = c["vm"]
         target = int(c["dem"] - take)

@@ -31,8 +31,9 @@ DEFAULT_OPTIONS = {
 # Keys of a host's optional ``ksm`` mapping (host_info's KSM counters, see memory.py). ``estimate_basis`` says how
 # ``estimated_saving_mib`` was made (text for the plan's reasons; absent = measured pages_sharing). ``managed``
 # false: the plan never switches this host's KSM (the lookup's ksm_hosts), though what it shares counts.
+# ``pages_to_scan`` / ``sleep_millisecs`` (and ``scan_reason``, why): the scan rate a KSM-on step sets.
 KSM_KEYS = ("available", "run", "pages_sharing", "pages_shared", "page_size", "estimated_saving_mib",
-            "estimate_basis", "managed")
+            "estimate_basis", "managed", "pages_to_scan", "sleep_millisecs", "scan_reason")
 
 
 class Problem:
@@ -111,6 +112,12 @@ def _check_ksm(ksm, path):
         x = ksm.get(k)
         if x is not None and (isinstance(x, bool) or not isinstance(x, int) or x < 0):
             _fail("%s.%s" % (path, k), "expected an integer >= 0, got %r" % (x,))
+    for k in ("pages_to_scan", "sleep_millisecs"):
+        x = ksm.get(k)
+        if x is not None and (isinstance(x, bool) or not isinstance(x, int) or x < 1):
+            _fail("%s.%s" % (path, k), "expected an integer >= 1, got %r" % (x,))
+    if ksm.get("scan_reason") is not None and not isinstance(ksm["scan_reason"], str):
+        _fail(path + ".scan_reason", "expected a string, got %r" % (ksm["scan_reason"],))
     if ksm.get("estimated_saving_mib") is not None:
         _number(ksm["estimated_saving_mib"], path + ".estimated_saving_mib", lo=0)
     basis = ksm.get("estimate_basis")

@@ -282,7 +282,8 @@ def wait_full_scans(count, timeout=120):
 def test_ksm_is_switched_on_instead_of_migrating_and_saves_what_was_predicted(lab, twin_guests):
     managed = "ok[0-9]+"
     ceilings = ceiling_for_need(lab, KSM_HOST, KSM_NEED_MIB)
-    facts = {"facts_ksm_estimate": True}
+    # a full scan in 10 s (the default 600 s suits a real host, not a test): the scan rate the step sets
+    facts = {"facts_ksm_estimate": True, "plan_ksm_full_scan_s": 10}
     _result, plan, replan = run("overcommit-ksm-on", managed, ceilings, **facts)
     on = steps(plan, "ksm")
     assert [(s["host"], s["enable"]) for s in on] == [(KSM_HOST, True)], plan["explain"]
@@ -290,6 +291,8 @@ def test_ksm_is_switched_on_instead_of_migrating_and_saves_what_was_predicted(la
     predicted = on[0]["predicted"]["memory_saved_mib"]
     assert "page hashes" in on[0]["predicted"]["basis"], on[0]["predicted"]
     assert ksm_read("run") == 1
+    assert (ksm_read("pages_to_scan"), ksm_read("sleep_millisecs")) == (on[0]["pages_to_scan"], on[0]["sleep_millisecs"])
+    print("KSM step: %s" % on[0]["reason"]["text"])
     wait_full_scans(2)
     measured = ksm_read("pages_sharing") * 4096 // 1048576
     print("KSM: predicted %d MiB (%s), measured pages_sharing %d MiB after 2 full scans" % (

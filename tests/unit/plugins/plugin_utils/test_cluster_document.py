@@ -182,10 +182,17 @@ def test_ksm_facts_become_the_hosts_ksm_mapping():
     facts["h3"]["host"]["ksm"] = {"available": False}
     doc = build_document(facts)
     h1, h2, h3 = doc["hosts"]
-    assert h1["ksm"] == {"available": True, "run": 1, "pages_sharing": 25600, "pages_shared": 100, "page_size": 4096,
+    assert without_scan(h1["ksm"]) == {"available": True, "run": 1, "pages_sharing": 25600, "pages_shared": 100, "page_size": 4096,
                          "estimated_saving_mib": 100}
-    assert h2["ksm"] == {"available": True, "run": 0}
+    assert without_scan(h2["ksm"]) == {"available": True, "run": 0}
     assert "ksm" not in h3
+
+
+SCAN_KEYS = ("pages_to_scan", "sleep_millisecs", "scan_reason")
+
+
+def without_scan(ksm):
+    return dict((k, v) for k, v in ksm.items() if k not in SCAN_KEYS)
 
 
 def ksm_estimate(saving_mib, guests=("a", "b"), read_mib=1536.0, reason=None):
@@ -213,12 +220,12 @@ def test_page_hash_estimate_becomes_the_hosts_ksm_saving():
     facts["h5"]["host"]["ksm"] = {"available": True, "run": 2, "settings": {"run": 2}, "counters": {},
                                   "estimate": ksm_estimate(0, guests=[], read_mib=0.0)}
     h1, h2, h3, h4, h5 = build_document(facts)["hosts"]
-    assert h1["ksm"] == {"available": True, "run": 0, "estimated_saving_mib": 300,
+    assert without_scan(h1["ksm"]) == {"available": True, "run": 0, "estimated_saving_mib": 300,
                          "estimate_basis": "estimated from page hashes (2 guests, 1536 MiB read)"}
-    assert h2["ksm"] == {"available": True, "run": 1, "pages_sharing": 25600, "pages_shared": 100, "page_size": 4096,
+    assert without_scan(h2["ksm"]) == {"available": True, "run": 1, "pages_sharing": 25600, "pages_shared": 100, "page_size": 4096,
                          "estimated_saving_mib": 300,
                          "estimate_basis": "estimated from page hashes (2 guests, 1536 MiB read)"}
-    assert h3["ksm"] == {"available": True, "run": 0}
+    assert without_scan(h3["ksm"]) == {"available": True, "run": 0}
     assert h4["ksm"]["estimated_saving_mib"] == 40
     assert h4["ksm"]["estimate_basis"] == "estimated from page hashes (1 guest, 0.05 MiB read)"
     assert h5["ksm"]["estimate_basis"] == "estimated from page hashes (0 guests, 0 MiB read)"
@@ -237,6 +244,10 @@ def test_the_ksm_step_says_its_saving_was_estimated_from_page_hashes():
     assert [(s["host"], s["enable"]) for s in ksm] == [("h1", True)], res["explain"]
     assert ksm[0]["predicted"] == {"memory_saved_mib": 200,
                                    "basis": "estimated from page hashes (3 guests, 700 MiB read)"}
+    # the step sets the scan rate the memory policy derives, and says why
+    assert ksm[0]["pages_to_scan"] == doc["hosts"][0]["ksm"]["pages_to_scan"]
+    assert ksm[0]["sleep_millisecs"] == doc["hosts"][0]["ksm"]["sleep_millisecs"]
+    assert "pages/s scans 768 MiB in 600 s" in ksm[0]["reason"]["text"]
     assert [s for s in res["steps"] if s["kind"] == "migrate"] == []
 
     # measured sharing (KSM stopped after merging) keeps its own basis
@@ -280,3 +291,16 @@ def test_ksm_hosts_marks_the_other_hosts_ksm_as_not_managed():
     assert h1["ksm"]["managed"] is False and "managed" not in h2["ksm"]
     with pytest.raises(ClusterDocumentError, match="ksm_hosts is not a valid regular expression"):
         build_document(facts, ksm_hosts="h[")
+
+
+def test_the_ksm_scan_rate_follows_the_memory_policy_and_its_options():
+    facts = cluster(h1=[guest("a"), guest("b")])
+    facts["h1"]["host"]["ksm"] = {"available": True, "run": 0, "settings": {"run": 0}, "counters": {}}
+    slow = build_document(facts)["hosts"][0]["ksm"]
+    # 512 MiB of guests in 600 s = 219 pages/s: below 64 pages per 20 ms, so 64 pages and a longer sleep
+    assert slow["pages_to_scan"] * 1000.0 / slow["sleep_millisecs"] <= 219
+    assert "scans 512 MiB in 600 s" in slow["scan_reason"]
+    fast = build_document(facts, ksm_policy={"ksm_full_scan_s": 10})["hosts"][0]["ksm"]
+    assert fast["pages_to_scan"] * 1000.0 / fast["sleep_millisecs"] > 10 * slow["pages_to_scan"] * 1000.0 / slow["sleep_millisecs"]
+    with pytest.raises(ClusterDocumentError, match="KSM scan rate for h1: option ksm_full_scan_s"):
+        build_document(facts, ksm_policy={"ksm_full_scan_s": 0})
