@@ -2,7 +2,10 @@
 
 Usage:
   .venv/bin/python bench/replay.py --trace-dir ../shared/data/planetlab/20110303 --out RESULT.json
-      [--budget 0.2] [--ceiling 90] [--demand current|peak3] [--steps 288] [--memory cloudsim|enforce]
+      [--budget 0.2] [--ceiling 90] [--demand current|peak3|forecast|tangent] [--window 48] [--beta 0.25]
+      [--migration-budget N] [--fleet all|g5] [--steps 288] [--memory cloudsim|enforce]
+  The configuration of docs/benchmarks-field.md section 2 (all days): --ceiling 100 --migration-budget 20
+  --fleet g5 --demand forecast --window 48 --beta 0.25
 
 Model (Beloglazov & Buyya, CCPE 2012; CloudSim 3.0.3 power example), metrics in bench/replay_model.py:
 * 800 hosts, even index HP ML110 G4 (2 x 1860 MIPS), odd index G5 (2 x 2660 MIPS), 4096 MB, 1 Gbit/s;
@@ -13,7 +16,10 @@ Model (Beloglazov & Buyya, CCPE 2012; CloudSim 3.0.3 power example), metrics in 
 * initial placement: the planner's consolidation of a round-robin start (not counted as migrations).
 
 The planner document per step: resources ["cpu"] (MIPS); host cap = 2 x PE MIPS; VM demand =
-current request (``--demand current``) or the max of the last 3 samples (``peak3``); a hard CPU
+current request (``--demand current``), the max of the last 3 samples (``peak3``), or a forecast from
+the trace so far (``forecast``: mean + beta x standard deviation of the VM's last ``--window`` samples,
+sample k included, never a later one; ``tangent``: a per-host chance constraint made linear, see
+``Replay.demand``); a hard CPU
 ceiling at ``--ceiling`` % on every host; VMs whose demand exceeds a G4 PE (1860 MIPS) require
 the G5 feature (CloudSim's PE-capacity check); last_migrated_s_ago from the replay; objective
 consolidate; empty hosts are "off". Memory: CloudSim's PlanetLab example gives cloudlets a null
@@ -70,6 +76,7 @@ class Replay:
         self.mig_s = rmod.migration_seconds(self.vm_ram)
         self.host = np.arange(self.nv) % self.nh
         self.last_mig = np.full(self.nv, -1e9)
+        self.reserve = 0.0          # MIPS kept free on every host (--demand tangent)
         self.metrics = rmod.Metrics()
         self.stats = {"plan_calls": 0, "infeasible_steps": 0, "plan_s": 0.0, "max_plan_s": 0.0,
                       "hosts_active": [], "conflicts": [], "slow_steps": []}
@@ -83,13 +90,33 @@ class Replay:
         return u * self.vm_mips
 
     def demand(self, k):
+        """Planning demand per VM (MIPS) from samples 0..k only (sample k is the one just measured)."""
         cur = self.util[:, k]
         if self.args.demand == "peak3":
             cur = self.util[:, max(0, k - 2):k + 1].max(axis=1)
+        elif self.args.demand in ("forecast", "tangent"):
+            win = self.util[:, max(0, k - self.args.window + 1):k + 1] * self.vm_mips[:, None]
+            mu, sd = win.mean(axis=1), win.std(axis=1)
+            if self.args.demand == "forecast":
+                dem = mu + self.args.beta * sd
+            else:
+                # Chance constraint per host, sum(mu) + z sqrt(sum(sd^2)) <= cap, made linear by the tangent
+                # of sqrt at a typical host's variance S0 (an upper bound for any S):
+                # sqrt(S) <= (S + S0) / (2 sqrt(S0)), so each VM counts mu + z sd^2 / (2 sqrt(S0)) and
+                # every host keeps z sqrt(S0) / 2 free (self.reserve, used by document()).
+                hosts_est = max(1.0, float(mu.sum()) / float(self.host_mips.max()))
+                s0 = max(1.0, float(np.sqrt((sd ** 2).sum() / hosts_est)))
+                dem = mu + self.args.beta * sd ** 2 / (2.0 * s0)
+                self.reserve = self.args.beta * s0 / 2.0
+            if self.args.current_weight > 0:
+                dem = np.maximum(dem, self.args.current_weight * self.util[:, k] * self.vm_mips)
+            return np.minimum(dem, self.vm_mips)
         return cur * self.vm_mips
 
     def document(self, k, t, budget, initial=False):
         dem = self.demand(k)
+        room = self.args.ceiling / 100.0 * float(self.host_mips.max()) - self.reserve
+        self.stats.setdefault("hosts_lb", []).append(float(np.ceil(dem.sum() / max(room, 1.0))))
         busy = np.zeros(self.nh, dtype=bool)
         busy[self.host] = True
         res = ["cpu", "mem"] if self.args.memory == "enforce" else ["cpu"]
@@ -114,8 +141,17 @@ class Replay:
             if ago < 1e8:
                 vm["last_migrated_s_ago"] = round(float(ago), 1)
             vms.append(vm)
-        exps = [{"id": "cpu-ceiling", "type": "ceiling", "resource": "cpu", "max_pct": self.args.ceiling,
-                 "hard": True}]
+        if self.reserve > 0:
+            # Headroom kept free on every host (tangent chance constraint): one ceiling per host model.
+            exps = []
+            for kind, label in ((0, "G4"), (1, "G5")):
+                cap = float(rmod.HOST_PE_MIPS[kind] * rmod.HOST_PES)
+                pct = max(1.0, round(self.args.ceiling - 100.0 * self.reserve / cap, 2))
+                exps.append({"id": "cpu-ceiling-" + label, "type": "ceiling", "resource": "cpu", "max_pct": pct,
+                             "labels": {"model": label}, "hard": True})
+        else:
+            exps = [{"id": "cpu-ceiling", "type": "ceiling", "resource": "cpu", "max_pct": self.args.ceiling,
+                     "hard": True}]
         if self.args.fleet == "g5":
             exps.append({"id": "efficient-hosts", "type": "fence", "vms": ["v%d" % v for v in range(self.nv)],
                          "labels": {"model": "G5"}, "hard": True})
@@ -168,10 +204,26 @@ class Replay:
             target = self.plan(k, t, self.args.budget) if k > 0 else None
             moving = np.zeros(0, dtype=np.int64) if target is None else np.flatnonzero(target != self.host)
             self.metrics.migrations += int(moving.size)
+            if moving.size:
+                self._count_moves(k, moving, target)
             self.last_mig[moving] = t
             self.stats["hosts_active"].append(int(np.unique(self.host).size))
             self.interval(t, min(t + rmod.INTERVAL_S, horizon), moving, target)
         return self.metrics.result()
+
+    def _count_moves(self, k, moving, target):
+        """Diagnostics: moves by VM type, moves off hosts whose *current* sample is over the ceiling,
+        distinct source / destination hosts summed over steps."""
+        st = self.stats.setdefault("moves", {"by_type": [0, 0, 0, 0], "from_over_ceiling_now": 0, "dest_host_steps": 0,
+                                             "src_host_steps": 0})
+        load = np.bincount(self.host, weights=np.minimum(self.util[:, k] * self.vm_mips, self.pe_mips[self.host]),
+                           minlength=self.nh)
+        over = load > self.host_mips * self.args.ceiling / 100.0 + 1e-6
+        for t in range(4):
+            st["by_type"][t] += int((moving % 4 == t).sum())
+        st["from_over_ceiling_now"] += int(over[self.host[moving]].sum())
+        st["dest_host_steps"] += int(np.unique(target[moving]).size)
+        st["src_host_steps"] += int(np.unique(self.host[moving]).size)
 
     def interval(self, t0, t1, moving, target):
         """Simulate [t0, t1): migrations of ``moving`` VMs start at t0 and end after their duration."""
@@ -217,7 +269,13 @@ def main(argv=None):
     p.add_argument("--budget", type=float, default=0.2, help="planner budget_s per step")
     p.add_argument("--initial-budget", type=float, default=5.0, help="planner budget_s for the initial placement")
     p.add_argument("--ceiling", type=float, default=90.0, help="hard CPU ceiling, %% of host MIPS")
-    p.add_argument("--demand", choices=("current", "peak3"), default="current")
+    p.add_argument("--demand", choices=("current", "peak3", "forecast", "tangent"), default="current",
+                   help="forecast: mean + beta x std of the last --window samples (the trace so far only)")
+    p.add_argument("--window", type=int, default=12,
+                   help="forecast: samples of history (12 = 1 hour)")
+    p.add_argument("--beta", type=float, default=0.5, help="forecast: standard deviations of headroom per VM")
+    p.add_argument("--current-weight", type=float, default=0.0,
+                   help="forecast: demand is at least this times the current sample (0: off)")
     p.add_argument("--memory", choices=("cloudsim", "enforce"), default="cloudsim")
     p.add_argument("--migration-budget", type=int, default=None, help="planner option migration_budget per step")
     p.add_argument("--consolidate-every", type=int, default=1,
@@ -237,13 +295,17 @@ def main(argv=None):
     ref = CLOUDSIM_LR_MMT.get(day)
     out = dict(res)
     out.update({"day": day, "vms": len(names), "hosts": a.hosts, "steps": a.steps, "budget_s": a.budget,
-                "ceiling_pct": a.ceiling, "demand": a.demand, "memory": a.memory,
+                "ceiling_pct": a.ceiling, "demand": a.demand,
+                "window": a.window, "beta": a.beta, "current_weight": a.current_weight, "memory": a.memory,
                 "migration_budget": a.migration_budget, "consolidate_every": a.consolidate_every, "fleet": a.fleet,
                 "wall_s": round(time.perf_counter() - t0, 1),
                 "plan_calls": rp.stats["plan_calls"], "plan_s_total": round(rp.stats["plan_s"], 1),
                 "plan_s_max": round(rp.stats["max_plan_s"], 3), "infeasible_steps": rp.stats["infeasible_steps"],
                 "conflict_examples": rp.stats["conflicts"], "slow_steps": rp.stats["slow_steps"],
                 "hosts_active_mean": round(float(np.mean(rp.stats["hosts_active"])), 1),
+                "hosts_lb_mean": round(float(np.mean(rp.stats.get("hosts_lb") or [0])), 1),
+                "diagnostics": dict({k: round(v, 5) for k, v in rp.metrics.diagnostics().items()},
+                                    moves=rp.stats.get("moves")),
                 "cloudsim_lr_mmt_1_2": ref, "planner_sha": planner_digest(a.planner_path)})
     if ref and a.steps == 288:
         out["vs_lr_mmt"] = {"energy": round(res["energy_kwh"] / ref["energy_kwh"], 3),

@@ -96,6 +96,13 @@ class Metrics:
         self.vm_allocated = 0.0
         self.vm_underalloc_migration = 0.0
         self.migrations = 0
+        # Diagnostics (not CloudSim metrics): where SLATAH and PDM come from.
+        self.viol_over_s = 0.0           # violating host-s on hosts whose required MIPS exceed capacity
+        self.viol_in_only_s = 0.0        # violating host-s caused only by VMs migrating in (CloudSim artefact)
+        self.viol_other_s = 0.0          # the rest (PE cap: a VM asking more than one PE)
+        self.pdm_mig_ws = 0.0            # under-allocation in migration: the 10 % migration loss
+        self.pdm_over_ws = 0.0           # ... the extra from an oversubscribed source host
+        self.pdm_pe_ws = 0.0             # ... the PE cap
 
     def span(self, rows, req_start, req_end, dt, host_mips, pe_mips, tables):
         """One span of ``dt`` seconds with fixed rows (host, kind, vm) and VM requests at both ends.
@@ -122,6 +129,31 @@ class Metrics:
         self.vm_allocated += dt * float(alloc[hist].sum())
         mig = (row_kind == OUT) & (alloc < r0)
         self.vm_underalloc_migration += dt * float((r0[mig] - alloc[mig]).sum())
+        self._diagnose(row_host, row_kind, r0, alloc, active & (h_alloc < h_req), host_mips, pe_mips, dt)
+
+    def _diagnose(self, row_host, row_kind, r0, alloc, viol, host_mips, pe_mips, dt):
+        nh = host_mips.shape[0]
+        capped = np.minimum(r0, pe_mips[row_host])
+        required = np.where(row_kind == IN, capped * 0.1, capped)
+        over = np.bincount(row_host, weights=required, minlength=nh) > host_mips
+        has_in = np.bincount(row_host, weights=(row_kind == IN).astype(float), minlength=nh) > 0
+        self.viol_over_s += dt * float((viol & over).sum())
+        self.viol_in_only_s += dt * float((viol & ~over & has_in).sum())
+        self.viol_other_s += dt * float((viol & ~over & ~has_in).sum())
+        out = row_kind == OUT
+        self.pdm_pe_ws += dt * float((r0[out] - capped[out]).sum())
+        self.pdm_mig_ws += dt * float((0.1 * capped[out]).sum())
+        self.pdm_over_ws += dt * float(np.maximum(0.0, 0.9 * capped[out] - alloc[out]).sum())
+
+    def diagnostics(self):
+        """SLATAH and PDM split by cause, in the same units as the metrics (percent)."""
+        act, req = self.host_active_s or 1.0, self.vm_requested or 1.0
+        return {"slatah_overload_pct": 100.0 * self.viol_over_s / act,
+                "slatah_migrating_in_pct": 100.0 * self.viol_in_only_s / act,
+                "slatah_other_pct": 100.0 * self.viol_other_s / act,
+                "pdm_migration_loss_pct": 100.0 * self.pdm_mig_ws / req,
+                "pdm_overload_pct": 100.0 * self.pdm_over_ws / req,
+                "pdm_pe_cap_pct": 100.0 * self.pdm_pe_ws / req}
 
     def result(self):
         slatah = self.host_violation_s / self.host_active_s if self.host_active_s else 0.0

@@ -1,6 +1,7 @@
 """bench/replay_model.py: CloudSim power interpolation, CPU sharing and SLA metric arithmetic by hand."""
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -125,3 +126,52 @@ def test_replay_cli_smoke(tmp_path, capsys):
         assert key in res
     assert res["energy_kwh"] > 0 and res["steps"] == 3 and res["vms"] == 3
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["esv"] == res["esv"]
+
+
+def test_diagnostics_split_slatah_and_pdm():
+    """The by-hand case above, split by cause: h0's shortfall is the PE cap (v1 asks 2232 of a 1860 PE),
+    h1's is v1 migrating in; the under-allocation in migration is the PE cap plus the 10 % loss."""
+    host_mips, pe = np.array([3720.0, 5320.0]), np.array([1860.0, 2660.0])
+    tables = np.asarray([G4, G5])
+    late = np.array([1860.0, 2232.0])
+    migrating = (np.array([0, 1, 1]), np.array([0, 0, 1]), np.array([NORMAL, OUT, IN]))
+    m = rmod.Metrics()
+    dur = rmod.migration_seconds(1740)
+    m.span(migrating, late, late, dur, host_mips, pe, tables)
+    r, d = m.result(), m.diagnostics()
+    slatah = d["slatah_migrating_in_pct"] + d["slatah_other_pct"] + d["slatah_overload_pct"]
+    assert slatah == pytest.approx(r["slatah_pct"])
+    assert d["slatah_migrating_in_pct"] == pytest.approx(50.0) and d["slatah_other_pct"] == pytest.approx(50.0)
+    assert d["pdm_pe_cap_pct"] + d["pdm_migration_loss_pct"] + d["pdm_overload_pct"] == pytest.approx(r["pdm_pct"])
+    assert d["pdm_migration_loss_pct"] == pytest.approx(100 * 186.0 * dur / ((1860 + 2232) * dur))
+    # an oversubscribed source: the extra under-allocation is counted as overload
+    m2 = rmod.Metrics()
+    rows = (np.array([0, 1, 1]), np.array([0, 0, 1]), np.array([NORMAL, OUT, IN]))
+    m2.span(rows, np.array([1860.0, 1860.0]) * 1.5, np.array([1860.0, 1860.0]), 10.0, host_mips / 1.5, pe, tables)
+    assert m2.diagnostics()["pdm_overload_pct"] > 0 and m2.diagnostics()["slatah_overload_pct"] > 0
+
+
+def _replay_module():
+    spec = importlib.util.spec_from_file_location("bench_replay", os.path.join(_BENCH, "replay.py"))
+    replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay)
+    return replay
+
+
+def test_forecast_demand_uses_the_past_only():
+    """--demand forecast: mean + beta x std of the last --window samples up to now; future samples unused."""
+    replay = _replay_module()
+    rng = np.random.default_rng(1)
+    util = rng.uniform(0.0, 1.0, size=(8, 289))
+    args = argparse.Namespace(hosts=4, demand="forecast", window=5, beta=0.5, current_weight=0.0, ceiling=100.0)
+    rp = replay.Replay(util, args, plan_document=None)
+    k = 20
+    got = rp.demand(k)
+    win = util[:, k - 4:k + 1] * rp.vm_mips[:, None]
+    assert got == pytest.approx(np.minimum(win.mean(axis=1) + 0.5 * win.std(axis=1), rp.vm_mips))
+    util[:, k + 1:] = 1.0                     # the future changes: the demand at k does not
+    assert rp.demand(k) == pytest.approx(got)
+    assert rp.demand(0) == pytest.approx(util[:, 0] * rp.vm_mips)   # one sample: no spread yet
+    args.demand = "tangent"
+    tangent = rp.demand(k)
+    assert rp.reserve > 0 and np.all(tangent >= win.mean(axis=1) - 1e-9)
