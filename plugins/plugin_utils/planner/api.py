@@ -93,16 +93,29 @@ def _soft_report(prob, final):
         keys = [final[v] if lab is None else cons.label_key[lab][final[v]] for v in vms if final[v] >= 0]
         if len(set(keys)) < len(keys):
             out.append((e.id, "%d guests share a host" % (len(keys) - len(set(keys)) + 1)))
+    loads = {}    # resource -> final load per host, one pass over the guests per resource (not per ceiling)
     for e, r, hosts, pct in cons.soft_ceil:
-        used = [0.0] * st.n_hosts
-        for v, h in enumerate(final):
-            if h >= 0:
-                used[h] += st.dem[r][v]
-        over = [st.host_ids[h] for h in range(st.n_hosts) if (hosts is None or h in hosts)
-                and used[h] > st.cap[r][h] * pct / 100.0 + 1e-9]
+        used = loads.get(r)
+        if used is None:
+            used = loads[r] = _final_used(st, final, r)
+        cap = st.cap[r]
+        # Only the hosts in the ceiling's scope, in host order: an imported instance may have thousands of
+        # ceilings of a few hosts each.
+        over = [st.host_ids[h] for h in (range(st.n_hosts) if hosts is None else sorted(hosts))
+                if used[h] > cap[h] * pct / 100.0 + 1e-9]
         if over:
             out.append((e.id, "%d host(s) above %s%% %s, e.g. %s" % (len(over), pct, st.res[r], over[0])))
     return out
+
+
+def _final_used(st, final, r):
+    """Load of resource ``r`` per host once every guest is on its ``final`` host (O(guests))."""
+    used = [0.0] * st.n_hosts
+    dem = st.dem[r]
+    for v, h in enumerate(final):
+        if h >= 0:
+            used[h] += dem[v]
+    return used
 
 
 def _infeasible(prob, conflicts, t0, stats):
