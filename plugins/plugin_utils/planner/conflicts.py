@@ -21,10 +21,11 @@ def static_conflicts(prob):
             if idle:
                 out.append({"expectations": [e.id], "text": "guest(s) %s not running; starting guests is not a planner step"
                             % ", ".join(idle[:5])})
+    usable_hosts = [h for h in range(st.n_hosts) if usable[h]]  # once: many blocked hosts made this guests x hosts
     for v in range(st.n_vms):
         if st.host_of[v] < 0:
             continue
-        if not any(usable[h] and cons.allowed(st, v, h) for h in range(st.n_hosts)):
+        if not any(cons.allowed(st, v, h) for h in usable_hosts):
             cand = list(cons.place_exps[v] or []) + sorted({b for b in cons.blocked if b is not None})
             out.append({"expectations": _min_hostless(st, cons, v, cand, usable),
                         "text": "no host may run guest %s" % st.vm_ids[v]})
@@ -48,10 +49,15 @@ def static_conflicts(prob):
             out.append({"expectations": [e.id] + blocked,
                         "text": "%d guests in anti-affinity over %d %s" % (len(vms), n_keys, where)})
     for e, vms in cons.aff:
-        for e2, vms2, _lab in cons.aa:
-            common = set(vms) & set(vms2)
+        # the anti-affinity groups of the affinity group's own guests (cons.vm_aa), not every pair of groups
+        members = {}
+        for v in vms:
+            for gi in cons.vm_aa[v] or ():
+                members.setdefault(gi, set()).add(v)
+        for gi in sorted(members):
+            common = members[gi]
             if len(common) >= 2:
-                out.append({"expectations": [e.id, e2.id], "text": "guests %s must be together and apart"
+                out.append({"expectations": [e.id, cons.aa[gi][0].id], "text": "guests %s must be together and apart"
                             % ", ".join(sorted(st.vm_ids[v] for v in common))})
     for r, name in enumerate(st.res):
         if name not in st.packing and not any(x is not None for x in cons.limit_exp[r]):

@@ -305,3 +305,17 @@ def test_packing_conflict_found_by_search_keeps_only_needed_expectations():
     res = plan_document(doc(hosts, vms, exps))
     assert res["feasible"] is False and res["steps"] == []
     assert res["conflicts"][0]["expectations"] == ["mnt"]
+
+
+def test_guests_that_must_be_together_and_apart_are_named_with_both_expectations():
+    hosts = [host("h%d" % i) for i in range(3)]
+    vms = [vm("a", "h0"), vm("b", "h0"), vm("c", "h1"), vm("d", "h2")]
+    exps = [{"id": "web-together", "type": "affinity", "hard": True, "vms": ["a", "b", "c"]},
+            {"id": "ab-apart", "type": "anti_affinity", "hard": True, "vms": ["a", "b"]},
+            {"id": "cd-apart", "type": "anti_affinity", "hard": True, "vms": ["c", "d"]},
+            {"id": "soft-apart", "type": "anti_affinity", "hard": False, "vms": ["a", "c"]}]
+    res = plan_document(doc(hosts, vms, exps))
+    assert res["feasible"] is False and res["steps"] == []
+    together = [c for c in res["conflicts"] if "together and apart" in c["text"]]
+    # only the hard group sharing two of the affinity group's guests conflicts; c-d shares one, soft ones never
+    assert together == [{"expectations": ["web-together", "ab-apart"], "text": "guests a, b must be together and apart"}]
