@@ -182,8 +182,8 @@ def test_ksm_facts_become_the_hosts_ksm_mapping():
     facts["h3"]["host"]["ksm"] = {"available": False}
     doc = build_document(facts)
     h1, h2, h3 = doc["hosts"]
-    assert without_scan(h1["ksm"]) == {"available": True, "run": 1, "pages_sharing": 25600, "pages_shared": 100, "page_size": 4096,
-                         "estimated_saving_mib": 100}
+    assert without_scan(h1["ksm"]) == {"available": True, "run": 1, "pages_sharing": 25600, "pages_shared": 100,
+                                       "page_size": 4096, "estimated_saving_mib": 100}
     assert without_scan(h2["ksm"]) == {"available": True, "run": 0}
     assert "ksm" not in h3
 
@@ -221,10 +221,10 @@ def test_page_hash_estimate_becomes_the_hosts_ksm_saving():
                                   "estimate": ksm_estimate(0, guests=[], read_mib=0.0)}
     h1, h2, h3, h4, h5 = build_document(facts)["hosts"]
     assert without_scan(h1["ksm"]) == {"available": True, "run": 0, "estimated_saving_mib": 300,
-                         "estimate_basis": "estimated from page hashes (2 guests, 1536 MiB read)"}
-    assert without_scan(h2["ksm"]) == {"available": True, "run": 1, "pages_sharing": 25600, "pages_shared": 100, "page_size": 4096,
-                         "estimated_saving_mib": 300,
-                         "estimate_basis": "estimated from page hashes (2 guests, 1536 MiB read)"}
+                                       "estimate_basis": "estimated from page hashes (2 guests, 1536 MiB read)"}
+    assert without_scan(h2["ksm"]) == {"available": True, "run": 1, "pages_sharing": 25600, "pages_shared": 100,
+                                       "page_size": 4096, "estimated_saving_mib": 300,
+                                       "estimate_basis": "estimated from page hashes (2 guests, 1536 MiB read)"}
     assert without_scan(h3["ksm"]) == {"available": True, "run": 0}
     assert h4["ksm"]["estimated_saving_mib"] == 40
     assert h4["ksm"]["estimate_basis"] == "estimated from page hashes (1 guest, 0.05 MiB read)"
