@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -20,6 +21,8 @@ import labguests  # noqa: E402  pylint: disable=wrong-import-position
 LAB_CTL = os.path.join(ROOT, "tests", "lab", "bin", "lab-ctl")
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 LOG_DIR = os.path.join(ROOT, "tests", "output", "lab")
+KSM_DIR = "/sys/kernel/mm/ksm"      # machine-wide in the lab: the hosts share one kernel
+MEM_TOTAL_RE = r"GUEST-MEM MemTotal_kB=(\d+)"
 RECAP_RE = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -70,3 +73,55 @@ def placement_map(lab_module, prefix):
         if guest.startswith(prefix) and state == "running":
             result.setdefault(guest, []).append(host)
     return result
+
+
+def ksm_read(name):
+    """An integer of /sys/kernel/mm/ksm (the lab's hosts share it)."""
+    with open(os.path.join(KSM_DIR, name), encoding="ascii") as handle:
+        return int(handle.read().strip())
+
+
+def ksm_write(name, value):
+    with open(os.path.join(KSM_DIR, name), "w", encoding="ascii") as handle:
+        handle.write("%d\n" % value)
+
+
+KSM_SETTINGS = ("run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes")
+
+
+def ksm_settings():
+    return dict((name, ksm_read(name)) for name in KSM_SETTINGS)
+
+
+def ksm_restore(original):
+    """Put KSM back as ``original`` (ksm_settings()) without the module, unmerging first when KSM is to stay
+    off or merge_across_nodes changes; returns what had to be written (empty: nothing was needed)."""
+    written = []
+    if ksm_settings() == original and (original["run"] == 1 or ksm_read("pages_sharing") == 0):
+        return written
+    if ksm_read("merge_across_nodes") != original["merge_across_nodes"] or original["run"] != 1:
+        ksm_write("run", 2)
+        written.append("run=2")
+        deadline = time.monotonic() + 60
+        while ksm_read("pages_shared") and time.monotonic() < deadline:
+            time.sleep(0.2)
+    for name in ("pages_to_scan", "sleep_millisecs", "merge_across_nodes", "run"):
+        if ksm_read(name) != original[name]:
+            ksm_write(name, original[name])
+            written.append("%s=%d" % (name, original[name]))
+    return written
+
+
+def wait_mem_total_kib(host, name, start_at, expected_kib, tolerance_kib, timeout=30):
+    """The MemTotal values the guest printed (GUEST-MEM serial lines) after ``start_at``, once the last is within
+    ``tolerance_kib`` of ``expected_kib``: what the guest itself sees of a balloon change."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(labguests.serial_log(host, name), "rb") as handle:
+            handle.seek(start_at)
+            seen = [int(v) for v in re.findall(MEM_TOTAL_RE, handle.read().decode(errors="replace"))]
+        if seen and abs(seen[-1] - expected_kib) <= tolerance_kib:
+            return seen
+        if time.monotonic() > deadline:
+            raise AssertionError("%s MemTotal after the change: %s, expected about %d kB" % (name, seen, expected_kib))
+        time.sleep(0.2)

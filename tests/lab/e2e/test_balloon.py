@@ -9,11 +9,10 @@ Only guest bal1 on h3 is used, and it is removed at the end.
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
-from conftest import run_playbook
+from conftest import run_playbook, wait_mem_total_kib
 
 HOST = "h3"
 GUEST = "bal1"
@@ -33,21 +32,8 @@ def bal_guest(lab):
 
 
 def wait_mem_total(lab, start_at, expected_kb, timeout=20):
-    """MemTotal values the guest printed after start_at, once the last one is within tolerance of expected_kb.
-
-    The guest prints MemTotal whenever it changes, so a balloon moving in steps can show an
-    intermediate value first; what counts is where it settles.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        with open(lab.serial_log(HOST, GUEST), "rb") as handle:
-            handle.seek(start_at)
-            seen = [int(v) for v in re.findall(MEM_RE, handle.read().decode(errors="replace"))]
-        if seen and abs(seen[-1] - expected_kb) <= TOLERANCE_KIB:
-            return seen
-        if time.monotonic() > deadline:
-            raise AssertionError("guest MemTotal after the change: %s, expected %d kB" % (seen, expected_kb))
-        time.sleep(0.2)
+    """The guest's MemTotal once where it settles (a balloon moving in steps can show an intermediate value)."""
+    return wait_mem_total_kib(HOST, GUEST, start_at, expected_kb, TOLERANCE_KIB, timeout)
 
 
 def live_kib(lab):

@@ -17,50 +17,16 @@ import time
 
 import pytest
 
-from conftest import run_playbook
+from conftest import ksm_read, ksm_restore as restore_sysfs, ksm_settings as settings, run_playbook
 
 HOST = "h3"
 GUESTS = ["ksm1", "ksm2"]
 PLAYBOOK = "tests/lab/e2e/playbooks/ksm.yml"
-KSM = "/sys/kernel/mm/ksm"
-SETTINGS = ("run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes")
 # Each guest fills FILL_MIB of tmpfs with one repeated pattern. 16 MiB (4096 pages) rather than 96:
 # TCG guests fill at about 1 MiB/s when the machine is busy, and the file must stay under ~90 s.
 FILL_MIB = 16
 FILL_PAGES = FILL_MIB * 256
 MIN_SHARING = 10000  # machine-wide pages_sharing the playbook waits for (other guests merge too)
-
-
-def read(name):
-    with open(os.path.join(KSM, name), encoding="ascii") as handle:
-        return int(handle.read().strip())
-
-
-def write(name, value):
-    with open(os.path.join(KSM, name), "w", encoding="ascii") as handle:
-        handle.write("%d\n" % value)
-
-
-def settings():
-    return dict((name, read(name)) for name in SETTINGS)
-
-
-def restore_sysfs(original):
-    """Put KSM back without the module (safety net); returns what had to be written."""
-    written = []
-    if settings() == original and (original["run"] == 1 or read("pages_sharing") == 0):
-        return written
-    if read("merge_across_nodes") != original["merge_across_nodes"] or original["run"] != 1:
-        write("run", 2)
-        written.append("run=2")
-        deadline = time.monotonic() + 60
-        while read("pages_shared") and time.monotonic() < deadline:
-            time.sleep(0.2)
-    for name in ("pages_to_scan", "sleep_millisecs", "merge_across_nodes", "run"):
-        if read(name) != original[name]:
-            write(name, original[name])
-            written.append("%s=%d" % (name, original[name]))
-    return written
 
 
 def qemu_pid(lab, guest):
@@ -86,7 +52,7 @@ class Sampler(threading.Thread):
     def run(self):
         while not self.done.is_set():
             guests = dict((guest, merging_pages(pid)) for guest, pid in self.pids.items())
-            self.samples.append((time.monotonic(), read("run"), read("pages_sharing"), read("merge_across_nodes"),
+            self.samples.append((time.monotonic(), ksm_read("run"), ksm_read("pages_sharing"), ksm_read("merge_across_nodes"),
                                  guests))
             time.sleep(0.1)
 
@@ -98,7 +64,7 @@ class Sampler(threading.Thread):
 @pytest.fixture(scope="module")
 def ksm_lab(lab):
     original = settings()
-    if original["run"] == 1 or read("pages_sharing"):
+    if original["run"] == 1 or ksm_read("pages_sharing"):
         pytest.fail("KSM is already in use on this machine (%s): another test must be running" % original)
     lab.cleanup("ksm")
     boot_at = dict((guest, lab.serial_size(HOST, guest)) for guest in GUESTS)
@@ -135,7 +101,7 @@ def test_ksm_on_shares_the_identical_guests_pages_and_is_restored(ksm_lab):
     assert recap[HOST]["changed"] == 7 and recap[HOST]["failed"] == 0, recap
     # the playbook put back what it found, and nothing stays merged
     assert settings() == ksm_lab["original"]
-    assert read("pages_sharing") == 0 and read("pages_shared") == 0
+    assert ksm_read("pages_sharing") == 0 and ksm_read("pages_shared") == 0
     ksm_lab["restored"] = True
 
     samples = sampler.samples

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import run_playbook
+from conftest import run_playbook, wait_mem_total_kib
 
 HOST = "h3"
 GUESTS = ("mem1", "mem2")
@@ -69,16 +69,7 @@ def wait_stats(lab, timeout=60):
 
 
 def last_mem_total_kib(lab, name, start_at, expected_kib, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
-        with open(lab.serial_log(HOST, name), "rb") as handle:
-            handle.seek(start_at)
-            seen = [int(v) for v in re.findall(MEM_RE, handle.read().decode(errors="replace"))]
-        if seen and abs(seen[-1] - expected_kib) <= TOLERANCE_MIB * 1024:
-            return seen[-1]
-        if time.monotonic() > deadline:
-            raise AssertionError("%s MemTotal after the change: %s, expected about %d kB" % (name, seen, expected_kib))
-        time.sleep(0.5)
+    return wait_mem_total_kib(HOST, name, start_at, expected_kib, TOLERANCE_MIB * 1024, timeout)[-1]
 
 
 def run(capacity_mib, log, *args):

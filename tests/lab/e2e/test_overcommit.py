@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 
 import pytest
 
-from conftest import LOG_DIR, placement_map, run_playbook
+from conftest import LOG_DIR, ksm_read, ksm_restore, ksm_settings, placement_map, run_playbook, wait_mem_total_kib
 
 PLAYBOOK = "tests/lab/e2e/playbooks/overcommit.yml"
 CAPACITY_MIB = 1024           # inventories/lab/group_vars/kvm_hosts.yml
 TOLERANCE_MIB = 8             # the balloon module's tolerance
 MEM_RE = r"GUEST-MEM MemTotal_kB=(\d+)"
-KSM = "/sys/kernel/mm/ksm"
-KSM_SETTINGS = ("run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes")
 KSM_PREDICTION_TOLERANCE = 0.30
 # "The pressure is gone": the inventory's capacity doubled for a run
 ROOMY = {"autopilot_kvm_capacity": {"cpus": 2, "memory_mib": 2 * CAPACITY_MIB}}
@@ -90,17 +87,8 @@ def steps(plan, kind):
     return [s for s in plan["steps"] if s["kind"] == kind]
 
 
-def last_mem_total_kib(lab, host, name, start_at, expected_kib, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
-        with open(lab.serial_log(host, name), "rb") as handle:
-            handle.seek(start_at)
-            seen = [int(v) for v in re.findall(MEM_RE, handle.read().decode(errors="replace"))]
-        if seen and abs(seen[-1] - expected_kib) <= TOLERANCE_MIB * 1024:
-            return seen[-1]
-        if time.monotonic() > deadline:
-            raise AssertionError("%s MemTotal: %s, expected about %d kB" % (name, seen, expected_kib))
-        time.sleep(0.5)
+def last_mem_total_kib(host, name, start_at, expected_kib):
+    return wait_mem_total_kib(host, name, start_at, expected_kib, TOLERANCE_MIB * 1024)[-1]
 
 
 # ------------------------------------------------------------------------------------------ 1. idle guests
@@ -147,7 +135,7 @@ def test_idle_guests_are_ballooned_not_migrated_then_grow_back(lab, idle_guests)
         assert abs(after[g] - s["target_mib"]) <= TOLERANCE_MIB, (g, after, s)
         assert s["target_mib"] >= s["predicted"]["floor_mib"] >= s["predicted"]["used_mib"]
         # the guest itself sees the memory go
-        seen = last_mem_total_kib(lab, IDLE_HOST, g, marks[g], initial[g] - (IDLE_MIB - after[g]) * 1024)
+        seen = last_mem_total_kib(IDLE_HOST, g, marks[g], initial[g] - (IDLE_MIB - after[g]) * 1024)
         print("%s: %d -> %d MiB (used %d, floor %d), guest MemTotal %d -> %d kB" % (
             g, IDLE_MIB, after[g], s["predicted"]["used_mib"], s["predicted"]["floor_mib"], initial[g], seen))
     assert after["oi1"] >= IDLE_GUARANTEE["min_mib"] - TOLERANCE_MIB, after
@@ -169,7 +157,7 @@ def test_idle_guests_are_ballooned_not_migrated_then_grow_back(lab, idle_guests)
     grown = held_mib(lab, IDLE_HOST)
     for g in IDLE:
         assert abs(grown[g] - IDLE_MIB) <= TOLERANCE_MIB, (g, grown)
-        last_mem_total_kib(lab, IDLE_HOST, g, marks[g], initial[g])
+        last_mem_total_kib(IDLE_HOST, g, marks[g], initial[g])
     result, plan, _replan = run("overcommit-idle-grow-repeat", managed, {}, plan_expectations=guarantee, **ROOMY)
     assert plan["steps"] == [] and result.total_changed() == 0, (plan["explain"], result.recap())
 
@@ -226,27 +214,6 @@ TWINS = ("ok1", "ok2")
 KSM_NEED_MIB = 40
 
 
-def ksm_read(name):
-    with open(os.path.join(KSM, name), encoding="ascii") as handle:
-        return int(handle.read().strip())
-
-
-def ksm_write(name, value):
-    with open(os.path.join(KSM, name), "w", encoding="ascii") as handle:
-        handle.write("%d\n" % value)
-
-
-def ksm_restore(original):
-    """Unmerge and put KSM's settings back as they were (the lab shares one kernel between its hosts)."""
-    ksm_write("run", 2)
-    deadline = time.monotonic() + 60
-    while ksm_read("pages_shared") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for name in ("pages_to_scan", "sleep_millisecs", "merge_across_nodes", "run"):
-        if ksm_read(name) != original[name]:
-            ksm_write(name, original[name])
-
-
 @pytest.fixture(scope="module")
 def twin_guests(lab, busy_guests):  # last: it needs the machine to itself
     lab.cleanup("ob")
@@ -254,7 +221,7 @@ def twin_guests(lab, busy_guests):  # last: it needs the machine to itself
     others = [row for row in lab.placement() if row[2] == "running"]
     if others:
         pytest.fail("KSM is machine-wide in the lab: these guests must not run during the KSM scenario: %s" % others)
-    original = dict((name, ksm_read(name)) for name in KSM_SETTINGS)
+    original = ksm_settings()
     if original["run"] == 1 or ksm_read("pages_sharing"):
         pytest.fail("KSM is already in use on this machine (%s)" % original)
     marks = dict((g, lab.serial_size(KSM_HOST, g)) for g in TWINS)
@@ -267,7 +234,7 @@ def twin_guests(lab, busy_guests):  # last: it needs the machine to itself
     finally:
         lab.cleanup("ok")
         ksm_restore(original)
-        assert dict((name, ksm_read(name)) for name in KSM_SETTINGS) == original
+        assert ksm_settings() == original
 
 
 def wait_full_scans(count, timeout=120):
