@@ -1,4 +1,5 @@
-"""What the bench commands share: importing the planner, citing its version, measuring peak memory."""
+"""What the bench commands share: importing the planner, citing its version, measuring peak memory, writing
+their output."""
 from __future__ import annotations
 
 import hashlib
@@ -28,6 +29,15 @@ def planner_digest(path=None):
             with open(os.path.join(root, name), "rb") as f:
                 digest.update(name.encode() + b"\0" + f.read())
     return digest.hexdigest()[:12]
+
+
+def write_output(text, out):
+    """A bench command's JSON text to ``out`` (a path), or to stdout when ``out`` is "-"."""
+    if out == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
 
 
 def peak_rss_mib():

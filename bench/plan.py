@@ -21,7 +21,7 @@ REPO = os.path.dirname(HERE)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from benchlib import load_planner, peak_rss_mib  # noqa: E402  pylint: disable=wrong-import-position
+from benchlib import load_planner, peak_rss_mib, write_output  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def run(doc, budget, seed=0, objective="consolidate", planner_path=None):
@@ -63,11 +63,7 @@ def main(argv=None):
     text = json.dumps(result, separators=(",", ":"))
     # measured once the output text exists, so that serialising counts too
     text = text[:-1] + f',"peak_rss_mib":{peak_rss_mib()}}}'
-    if a.out == "-":
-        sys.stdout.write(text + "\n")
-    else:
-        with open(a.out, "w", encoding="utf-8") as f:
-            f.write(text)
+    write_output(text, a.out)
     return 0
 
 

@@ -20,6 +20,8 @@ import json
 import os
 import sys
 
+from benchlib import write_output
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SHARED = os.path.join(os.path.dirname(REPO), "shared")
 
@@ -66,11 +68,7 @@ def main(argv=None):
     day = a.day or days(a.shared)[0]
     inst = build(a.shared, day, a.step, a.hosts, a.seed, a.fill)
     text = json.dumps(inst, separators=(",", ":"))
-    if a.out == "-":
-        sys.stdout.write(text + "\n")
-    else:
-        with open(a.out, "w", encoding="utf-8") as f:
-            f.write(text)
+    write_output(text, a.out)
     return 0
 
 

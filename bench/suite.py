@@ -25,6 +25,7 @@ import time
 
 import check
 import planetlab_instance
+from benchlib import planner_digest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SHARED = os.path.join(os.path.dirname(REPO), "shared")
@@ -218,16 +219,10 @@ def machine_info(python):
 
 
 def planner_fingerprint(planner_path):
-    """sha1 over planner/*.py, to identify the planner version measured (no commit yet)."""
-    d = os.path.join(planner_path, "planner")
-    h = hashlib.sha1()
-    if not os.path.isdir(d):
+    """The planner version measured (benchlib.planner_digest, as plan/roadef/replay results cite it)."""
+    if not os.path.isdir(os.path.join(planner_path, "planner")):
         return "missing"
-    for name in sorted(os.listdir(d)):
-        if name.endswith(".py"):
-            with open(os.path.join(d, name), "rb") as f:
-                h.update(name.encode() + b"\0" + f.read())
-    return h.hexdigest()[:12]
+    return planner_digest(planner_path)
 
 
 def _f(x, nd=1):
@@ -318,7 +313,7 @@ def markdown(data):
         "# Planning benchmark results", "",
         f"Command: `{meta['command']}`  ",
         f"Started {meta['started']} UTC, finished {meta.get('finished', '(running)')} UTC; "
-        f"planner fingerprint {meta['planner']} (sha1 of planner/*.py).  ",
+        f"planner fingerprint {meta['planner']} (sha256 of planner/*.py).  ",
         f"Planner versions measured: {', '.join(sorted({r.get('planner', '?') for r in rows}))}"
         f"{' (the planner changed during the run)' if len({r.get('planner') for r in rows}) > 1 else ''}.  ",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']} GiB RAM, Python {m['python']}, {m['platform']}.",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numbers
 import re
 
-from .memory_policy import MemoryPolicyError, guest_used_mib, ksm_controls, ksm_saving
+from .memory_policy import BALLOON_STATES, MemoryPolicyError, guest_used_mib, ksm_controls, ksm_saving
 
 # A guest with no CPU rate measured (rates disabled, or it just started) is counted
 # at this share of one core per vCPU: an idle TCG/KVM guest measures 1-3 %, so 5 %
@@ -29,8 +29,6 @@ CEILING_KEYS = {"memory_pct": "mem", "cpu_pct": "cpu"}
 
 # Guests in these states occupy their host's memory and CPU.
 RUNNING_STATES = ("running", "paused", "blocked", "pmsuspended")
-# Only these can move their balloon (memory_policy.BALLOON_STATES): only they get mem_used_mib.
-BALLOON_STATES = ("running", "blocked")
 
 
 class ClusterDocumentError(ValueError):
@@ -293,6 +291,7 @@ def _guest_memory_use(guest, max_mib):
     """``mem_used_mib`` / ``mem_max_mib`` of a managed guest whose balloon reports its use (memory_policy's
     rule), so the planner may weigh shrinking it against a migration; nothing when unknown (never ballooned)."""
     balloon = guest.get("balloon") or {}
+    # only guests in memory_policy.BALLOON_STATES can move their balloon
     if guest.get("state") not in BALLOON_STATES or balloon.get("device") == "none":
         return {}
     used, _rule = guest_used_mib(balloon)
@@ -335,7 +334,7 @@ def _host_ksm(entry, ksm_policy=None):
         return out
     predicted, now, _basis = ksm_saving(entry)
     if now:
-        # Only a measured sharing makes an estimate; otherwise the planner assumes its own share.
+        # Only a measured sharing makes an estimate; without one the planner relies on no KSM saving.
         out["estimated_saving_mib"] = predicted
     return out
 
