@@ -1,6 +1,7 @@
 """Run the planner on one instance and write a result (../shared/bench/FORMAT.md).
 
 Usage: .venv/bin/python bench/plan.py INSTANCE.json --budget SECONDS --out RESULT.json
+                                      [--migration-budget N]
 
 The planner is plugins/plugin_utils/planner (pure Python, stdlib only); it is imported from
 --planner-path (default: <repo>/plugins/plugin_utils). wall_s is the time spent in
@@ -24,11 +25,12 @@ if HERE not in sys.path:
 from benchlib import load_planner, peak_rss_mib, write_output  # noqa: E402  pylint: disable=wrong-import-position
 
 
-def run(doc, budget, seed=0, objective="consolidate", planner_path=None):
+def run(doc, budget, seed=0, objective="consolidate", planner_path=None, migration_budget=None):
     """Plan one instance document; returns the FORMAT.md result dict."""
     plan_document = load_planner(planner_path or os.path.join(REPO, "plugins", "plugin_utils"))
     name = doc.get("name")
-    doc["options"] = {"budget_s": float(budget), "seed": int(seed), "objective": objective}
+    doc["options"] = {"budget_s": float(budget), "seed": int(seed), "objective": objective,
+                      "migration_budget": migration_budget}
     t0 = time.perf_counter()
     out = plan_document(doc)
     wall = time.perf_counter() - t0
@@ -54,12 +56,14 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="result JSON to write ('-' for stdout)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--objective", default="consolidate")
+    p.add_argument("--migration-budget", type=int, default=None,
+                   help="the planner's migration_budget option: optional migrations allowed (default: unlimited)")
     p.add_argument("--planner-path", default=os.path.join(REPO, "plugins", "plugin_utils"),
                    help="directory holding the planner package (default: %(default)s)")
     a = p.parse_args(argv)
     with open(a.instance, encoding="utf-8") as f:
         doc = json.load(f)
-    result = run(doc, a.budget, a.seed, a.objective, a.planner_path)
+    result = run(doc, a.budget, a.seed, a.objective, a.planner_path, a.migration_budget)
     text = json.dumps(result, separators=(",", ":"))
     # measured once the output text exists, so that serialising counts too
     text = text[:-1] + f',"peak_rss_mib":{peak_rss_mib()}}}'

@@ -8,7 +8,10 @@ For every instance (generated with ../shared/bench/gen.py from fixed seeds, or b
 PlanetLab traces by planetlab_instance.py) it computes, in this run, the lower bounds and the
 baselines of ../shared/bench/baselines.py (host LB, migration LB, FFD, migration-aware FFD
 "ffd_sticky"), then runs bench/plan.py once per budget in a subprocess (wall time, peak RSS as
-VmHWM), checks every result with bench/check.py, and writes bench/out/suite.json and
+VmHWM); on the mixed and constrained families also once more with ffd_sticky's migrations as the
+planner's migration budget ("equal budget": the optional budget is ffd_sticky's count less the
+moves the planner's first run reported as required, so both plans may move as many guests). It
+checks every result with bench/check.py, and writes bench/out/suite.json and
 bench/out/suite.md (rows are saved after every run; --resume reuses them).
 """
 from __future__ import annotations
@@ -129,7 +132,7 @@ def _vm_hwm_mib(pid):
     return 0.0
 
 
-def run_planner(python, path, budget, res_path, log_path, planner_path, timeout):
+def run_planner(python, path, budget, res_path, log_path, planner_path, timeout, extra=()):
     """Run bench/plan.py in a subprocess; returns (status, process wall s, peak RSS MiB).
 
     Peak RSS = VmHWM of the child polled every 20 ms (ru_maxrss from wait4 is unusable here: with
@@ -138,6 +141,7 @@ def run_planner(python, path, budget, res_path, log_path, planner_path, timeout)
     cmd = [python, os.path.join(REPO, "bench", "plan.py"), path, "--budget", str(budget), "--out", res_path]
     if planner_path:
         cmd += ["--planner-path", planner_path]
+    cmd += list(extra)
     if os.path.exists(res_path):
         os.remove(res_path)
     t0 = time.perf_counter()
@@ -242,9 +246,9 @@ def _ratio(a, b, nd=3):
 def targets(rows, baselines):
     """Evaluate the issue's targets; returns a list of (target, verdict, detail)."""
     out = []
-    by = {}
+    by, eq = {}, {}
     for r in rows:
-        by.setdefault(r["instance"], {})[r["budget_s"]] = r
+        (eq if r.get("variant") == "equal_budget" else by).setdefault(r["instance"], {})[r["budget_s"]] = r
 
     def verdict(items):
         if not items:
@@ -279,17 +283,23 @@ def targets(rows, baselines):
             t3.append((ok, f"{'ok' if ok else 'FAIL'} {name}: hosts {r.get('hosts')} (LB {b['host_lb']}), migrations {r.get('migrations')} "
                            f"(LB {b['mig_lb_at_lb']}), wall {r.get('wall_s')} s"))
     out.append(("50/500 at 1 s: proven optimum (hosts = LB, migrations = LB)", verdict(t3), [d for _ok, d in t3]))
-    t4 = []
-    for name, rb in by.items():
-        for budget, r in sorted(rb.items()):
-            if r["family"] in ("mixed", "constrained"):
-                s = baselines[name].get("ffd_sticky", {})
-                ok = bool(r.get("valid") and s.get("hosts") is not None and r["hosts"] <= s["hosts"]
-                          and r["migrations"] <= s["migrations"])
-                t4.append((ok, f"{'ok' if ok else 'FAIL'} {name} @{budget:g} s: hosts {r.get('hosts')} vs {s.get('hosts')}, "
-                               f"migrations {r.get('migrations')} vs {s.get('migrations')}"))
-    out.append(("mixed and constrained: no worse than ffd_sticky on hosts and migrations", verdict(t4),
-                [d for _ok, d in t4]))
+    def dominance(rows_of):
+        items = []
+        for name, rb in rows_of.items():
+            for budget, r in sorted(rb.items()):
+                if r["family"] in ("mixed", "constrained"):
+                    s = baselines[name].get("ffd_sticky", {})
+                    ok = bool(r.get("valid") and s.get("hosts") is not None and r["hosts"] <= s["hosts"]
+                              and r["migrations"] <= s["migrations"])
+                    items.append((ok, f"{'ok' if ok else 'FAIL'} {name} @{budget:g} s: hosts {r.get('hosts')} vs "
+                                      f"{s.get('hosts')}, migrations {r.get('migrations')} vs {s.get('migrations')}"))
+        return items
+    t4 = dominance(eq)
+    out.append(("mixed and constrained: no worse than ffd_sticky on hosts and migrations (planner given ffd_sticky's "
+                "migrations as its migration budget)", verdict(t4), [d for _ok, d in t4]))
+    t4b = dominance(by)
+    out.append(("(reading) the same with the default objective (fewest hosts first, no migration budget)",
+                verdict(t4b), [d for _ok, d in t4b]))
     t5 = []
     for name, rb in by.items():
         for budget, r in sorted(rb.items()):
@@ -354,7 +364,7 @@ def markdown(data):
                 what += ": " + r["error"].replace("|", "/")[:120]
             if what == "infeasible":
                 what = f"planner: no plan ({r.get('planner_conflicts')} conflicts)"
-            lines.append(f"| {r['instance']} | {r['budget_s']:g} | **{what}** | - | - | - | - | - | - | - "
+            lines.append(f"| {_label(r)} | {r['budget_s']:g} | **{what}** | - | - | - | - | - | - | - "
                          f"| {_f(r.get('wall_s') or r['proc_wall_s'], 2)} | {_f(r['peak_rss_mib'], 0)} | - |")
             continue
         s = bls[r["instance"]].get("ffd_sticky", {})
@@ -363,7 +373,7 @@ def markdown(data):
             vs = f"{_ratio(r['hosts'], s['hosts'])} / {_ratio(r['migrations'], s['migrations'])}"
         ok = "yes" if r["valid"] else f"**NO ({r['n_violations']})**"
         lines.append(
-            f"| {r['instance']} | {r['budget_s']:g} | {ok} | {r['hosts']} ({r['host_lb']}) "
+            f"| {_label(r)} | {r['budget_s']:g} | {ok} | {r['hosts']} ({r['host_lb']}) "
             f"| {r['hosts_ratio']:.3f} | {r['migrations']} ({_f(r['mig_lb'])}) | {_f(r['mig_ratio'], 3)} "
             f"| {r['gib_moved']:.1f} | {r['waves']} | {_f(r['makespan_s'], 0)} | {_f(r['wall_s'], 2)} "
             f"| {_f(r['peak_rss_mib'], 0)} | {vs} |")
@@ -372,7 +382,8 @@ def markdown(data):
               "| peak MiB (max) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     groups = {}
     for r in rows:
-        groups.setdefault((r["family"], r["H"], r["V"], r["budget_s"]), []).append(r)
+        fam = r["family"] + (" (equal budget)" if r.get("variant") == "equal_budget" else "")
+        groups.setdefault((fam, r["H"], r["V"], r["budget_s"]), []).append(r)
     for (fam, h, v, b), rs in groups.items():
         ok = [r for r in rs if r["status"] == "ok"]
 
@@ -393,6 +404,12 @@ def markdown(data):
         for d in details:
             lines.append(f"  - {d}")
     return "\n".join(lines) + "\n"
+
+
+def _label(row):
+    if row.get("variant") == "equal_budget":
+        return f"{row['instance']} (migration budget {row.get('migration_budget')})"
+    return row["instance"]
 
 
 def save(data, out_dir):
@@ -434,7 +451,8 @@ def main(argv=None):
     if a.resume and os.path.exists(os.path.join(out_dir, "suite.json")):
         with open(os.path.join(out_dir, "suite.json"), encoding="utf-8") as f:
             prev = json.load(f)
-        old = {(r["instance"], r["budget_s"]): r for r in prev["rows"] if r["status"] == "ok"}
+        old = {(r["instance"], r["budget_s"], r.get("variant", "default")): r for r in prev["rows"]
+               if r["status"] == "ok"}
     planner_path = a.planner_path or os.path.join(REPO, "plugins", "plugin_utils")
     data = {"meta": {"command": " ".join(["bench/suite.py"] + (argv if argv is not None else sys.argv[1:])),
                      "started": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
@@ -465,22 +483,36 @@ def main(argv=None):
         with open(path, encoding="utf-8") as f:
             inst_doc = json.load(f)
         for budget in (big_budgets if base["V"] >= a.big_vms else budgets):
-            key = (spec["name"], budget)
-            if key in old and old[key].get("planner") == planner_fingerprint(planner_path):
-                data["rows"].append(old[key])
-                continue
-            fp = planner_fingerprint(planner_path)
-            tag = f"{spec['name']}_b{budget:g}"
-            res_path = os.path.join(res_dir, tag + ".json")
-            status, proc_wall, peak = run_planner(a.python, path, budget, res_path, os.path.join(res_dir, tag + ".log"),
-                                                  a.planner_path, timeout=3 * budget + 120)
-            row = evaluate_row(spec, budget, status, proc_wall, peak, res_path, inst_doc, P, bl, base)
-            row["planner"] = fp
-            data["rows"].append(row)
-            print(f"  budget {budget:g}: {status} valid={row.get('valid')} hosts={row.get('hosts')} "
-                  f"migr={row.get('migrations')} (LB {row.get('mig_lb')}) waves={row.get('waves')} "
-                  f"wall={row.get('wall_s')} peak={peak} MiB", flush=True)
-            save(data, out_dir)
+            row = None
+            for variant in ("default", "equal_budget"):
+                extra = []
+                if variant == "equal_budget":
+                    required = ((row or {}).get("planner_metrics") or {}).get("search", {}).get("required_migrations")
+                    if spec["family"] not in ("mixed", "constrained") or s.get("migrations") is None \
+                            or required is None:
+                        continue
+                    extra = ["--migration-budget", str(max(0, s["migrations"] - required))]
+                key = (spec["name"], budget, variant)
+                if key in old and old[key].get("planner") == planner_fingerprint(planner_path):
+                    row = old[key]
+                    data["rows"].append(row)
+                    continue
+                fp = planner_fingerprint(planner_path)
+                tag = f"{spec['name']}_b{budget:g}" + ("_eq" if extra else "")
+                res_path = os.path.join(res_dir, tag + ".json")
+                status, proc_wall, peak = run_planner(a.python, path, budget, res_path,
+                                                      os.path.join(res_dir, tag + ".log"), a.planner_path,
+                                                      timeout=3 * budget + 120, extra=extra)
+                row = evaluate_row(spec, budget, status, proc_wall, peak, res_path, inst_doc, P, bl, base)
+                row["planner"], row["variant"] = fp, variant
+                if extra:
+                    row["migration_budget"] = int(extra[1])
+                data["rows"].append(row)
+                print(f"  budget {budget:g}{' ' + ' '.join(extra) if extra else ''}: {status} "
+                      f"valid={row.get('valid')} hosts={row.get('hosts')} "
+                      f"migr={row.get('migrations')} (LB {row.get('mig_lb')}) waves={row.get('waves')} "
+                      f"wall={row.get('wall_s')} peak={peak} MiB", flush=True)
+                save(data, out_dir)
     data["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     save(data, out_dir)
     print(f"wrote {os.path.join(out_dir, 'suite.md')} and suite.json")

@@ -13,6 +13,10 @@ Migration-aware construction plus local search, bounded by work units (determini
    hosts with long overload searches; (3) improvement: moved guests go back home, ejecting other moved
    guests to make room; (4) restarts at the best host count with perturbed orders and evictions,
    until the migration lower bound is reached (proven optimal) or the work budget is spent.
+5. *Migration budget* (option ``migration_budget``): phases 1-2 give way to the fewest hosts whose
+   improved plan stays within the budget (the migration bound says where to start; host orders that
+   weigh capacity against staying guests are tried first on mixed fleets); phase 4 then lowers the
+   migrations at that host count.
 """
 
 from __future__ import annotations
@@ -57,6 +61,12 @@ PERTURB_TRIES = 8
 RESTART_NOISE = 0.15
 # Phase 1 starts this fraction of the host bound above it (at least one host).
 PHASE1_MARGIN = 0.002
+# Under a migration budget on mixed fleets, extra host orders weigh capacity against staying guests
+# at these multiples of the fleet's guests per unit of capacity.
+BLEND_RATES = (0.1, 0.2, 0.3, 0.5)
+# A budgeted search first tries the host count whose migration bound is this fraction below the
+# budget (constructions land a few per cent above the bound on the reference families).
+BUDGET_FIRST_GAP = 0.05
 # Share of the time left after the first solution spent on saving hosts (the rest: migrations).
 PHASE2_SHARE = 0.5
 
@@ -137,6 +147,7 @@ class Consolidator:
         self.free = None
         self.noise = 0.0
         self.interrupted = False
+        self.last_migrations = None  # migrations of the last budgeted try, within the budget or not
         self.failed_size = 0.0      # host fractions left unplaced by the last construction's best fit
         # Work units (deterministic counts of placements and evaluations) bound the search so the result
         # depends on the seed only; the wall-clock deadline is a safety net for slow machines.
@@ -176,13 +187,79 @@ class Consolidator:
                 must.add(h)
         hosts = self.hosts
         capw = {h: round(sum(pk.lim[r][h] / self.ref[r] for r in range(pk.nr)), 6) for h in hosts}
-        # Keep the hosts where most guests stay; on mixed fleets also try the biggest hosts first.
-        orders = [sorted(hosts, key=lambda h: (h not in must, -stay_members[h], -capw[h], h))]
+        # Host orders (a construction keeps a prefix): the hosts where most guests stay; on mixed fleets
+        # also the biggest hosts, and the most loaded ones now (in reference-capacity units: big hosts
+        # that carry many guests, the order migration-aware FFD keeps). Each key ends in a tie-breaker.
+        start_load = [0.0] * pk.nh
+        for i, h in enumerate(pk.home):
+            if h >= 0:
+                start_load[h] += self.sizes[i]
+        keys = [lambda h, t: (h not in must, -stay_members[h], -capw[h], t(h))]
         if len(set(capw.values())) > 1:
-            orders.append(sorted(hosts, key=lambda h: (h not in must, -capw[h], -stay_members[h], h)))
+            keys.append(lambda h, t: (h not in must, -capw[h], -stay_members[h], t(h)))
+            keys.append(lambda h, t: (h not in must, -start_load[h], -capw[h], t(h)))
+        if len(set(capw.values())) > 1 and self.stats.get("migration_cap") is not None:
+            # Under a migration budget: keep guests (stay sets) and capacity both, weighing a host's
+            # capacity against its staying guests at a few exchange rates around the fleet's average
+            # (tried first: they move the fewest guests on the host counts a budget leads to).
+            rate = (sum(stay_members[h] for h in hosts) or 1) / (sum(capw[h] for h in hosts) or 1.0)
+            keys[:0] = [lambda h, t, w=mult * rate: (h not in must, -(stay_members[h] + w * capw[h]), t(h))
+                        for mult in BLEND_RATES]
+        orders = [sorted(hosts, key=lambda h, k=k: k(h, int)) for k in keys]
+        # Rates that give the same order as another add nothing.
+        distinct = {}
+        for k, order in zip(keys, orders):
+            distinct.setdefault(tuple(order), k)
+        keys, orders = list(distinct.values()), [list(o) for o in distinct]
         demand = [sum(pk.dem[r][i] for i in self.items) for r in range(pk.nr)]
         lb = capacity_lb(pk, hosts, demand)
         self.stats["host_lb"] = lb
+        t0 = time.monotonic()
+        cap = self.stats.pop("migration_cap", None)
+        if cap is None:
+            best = self._fewest_hosts(stay, orders, must, lb, demand)
+        else:
+            best = self._fewest_hosts_within(stay, orders, must, lb, cap)
+        if best is None:
+            return False
+        n = best[3]
+        self.stats["improve_s"] = round(time.monotonic() - t0, 3)
+        # Phase 3: restarts at the best host count with perturbed guest order and a fresh random
+        # stream; keep the best. Every restart is self-contained, so a deadline cut loses nothing.
+        restarts = 0
+        last = None
+        hosts_set = set(hosts)
+        while self.work < self.work_budget:
+            now = time.monotonic()
+            if now + (last or 0.0) * 1.2 > self.deadline:
+                self.stats["deadline_cut"] = True
+                break
+            if best[1] <= migration_lb(pk, hosts_set, best[0]):
+                self.stats["proven_optimal"] = best[0] == lb
+                break
+            self.rng = random.Random(self.rng.random())
+            self.noise = RESTART_NOISE
+            # Ties in the host order are broken at random (the migration bound does not care which).
+            tie = {h: self.rng.random() for h in hosts}
+            order = sorted(orders[n], key=lambda h: keys[n](h, tie.get))
+            if self._attempt(self._perturbed_stay(stay), order, best[0], FULL_EFFORT, self.deadline):
+                kept = [h for h in hosts if pk.cnt[h] > 0]
+                self.free = _Free(pk, kept, _scarce_resource(pk, kept))
+                self.improve(kept)
+                # A restart's plan replaces the best only when complete and within every limit.
+                if pk.hosts_used() <= best[0] and not self.interrupted and not any(pk.over(h) for h in kept):
+                    best = self._better(best, n)
+            restarts += 1
+            last = time.monotonic() - now
+        self.noise = 0.0
+        self.stats["restarts"] = restarts
+        self.stats["work"] = self.work
+        pk.reset(best[2])
+        return True
+
+    def _fewest_hosts(self, stay, orders, must, lb, demand):
+        """Phases 1 and 2 and the improvement: the fewest hosts, then fewer migrations on them."""
+        pk, hosts = self.pk, self.hosts
         best = None
         t0 = time.monotonic()
         # Phase 1 (anytime): for each host order, the first host count where a quick construction works.
@@ -207,7 +284,7 @@ class Consolidator:
                 step *= 2
         self.stats["phase1_s"] = round(time.monotonic() - t0, 3)
         if best is None:
-            return False
+            return None
         # Phase 2: fewer hosts with longer ejection chains, on half of the remaining time.
         phase2_work = self.work + PHASE2_SHARE * max(0.0, self.work_budget - self.work)
         n = best[3]
@@ -217,48 +294,98 @@ class Consolidator:
                 break
             best = self._better(best, n)
             k = best[0] - 1
-        if best is None:
-            return False
         self.stats["phase2_s"] = round(time.monotonic() - t0, 3)
         pk.reset(best[2])
         kept = [h for h in hosts if pk.cnt[h] > 0]
         self.free = _Free(pk, kept, _scarce_resource(pk, kept))
         self.improve(kept)
-        self.stats["improve_s"] = round(time.monotonic() - t0, 3)
-        best = self._better(None, n)
-        # Phase 3: restarts at the best host count with perturbed guest order and a fresh random
-        # stream; keep the best. Every restart is self-contained, so a deadline cut loses nothing.
-        restarts = 0
-        last = None
+        return self._better(None, n)
+
+    def _fewest_hosts_within(self, stay, orders, must, lb, cap):
+        """Migration budget: the fewest hosts whose plan moves at most ``cap`` guests (required moves
+        included). The migration bound rules out every host count below its first fit; the first try is
+        where the bound leaves a few per cent of room, then upwards (each step guessed from how far the
+        last plan was over the budget) and back down by bisection to the fewest hosts that worked."""
+        pk, hosts = self.pk, self.hosts
         hosts_set = set(hosts)
-        while self.work < self.work_budget:
-            now = time.monotonic()
-            if now + (last or 0.0) * 1.2 > self.deadline:
-                self.stats["deadline_cut"] = True
+        lo = self._first_k_within(hosts_set, max(lb, len(must)), len(hosts), cap)
+        if lo is None:
+            return None
+        self.stats["budget_k_min"] = lo
+        t0 = time.monotonic()
+        best, failed_k = None, lo - 1
+        # First try where the bound leaves room for a plan's usual distance from it; back down later.
+        k = self._first_k_within(hosts_set, lo, len(hosts), cap * (1.0 - BUDGET_FIRST_GAP)) or lo
+        step = 1
+        # Only the deadline: the time left before the hard deadline is the budget fallback's.
+        while k <= len(hosts) and time.monotonic() < self.deadline:
+            plan = self._within_at(stay, orders, k, cap, QUICK_EFFORT)
+            if plan is not None:
+                best = plan
                 break
-            if best[1] <= migration_lb(pk, hosts_set, best[0]):
-                self.stats["proven_optimal"] = best[0] == lb
-                break
-            self.rng = random.Random(self.rng.random())
-            self.noise = RESTART_NOISE
-            # Ties in the host order are broken at random (the migration bound does not care which).
-            tie = {h: self.rng.random() for h in hosts}
-            order = sorted(orders[n], key=lambda h: (h not in must, -stay_members[h], tie[h]) if n == 0 else
-                           (h not in must, -capw[h], -stay_members[h], tie[h]))
-            if self._attempt(self._perturbed_stay(stay), order, best[0], FULL_EFFORT, self.deadline):
-                kept = [h for h in hosts if pk.cnt[h] > 0]
-                self.free = _Free(pk, kept, _scarce_resource(pk, kept))
-                self.improve(kept)
-                # A restart's plan replaces the best only when complete and within every limit.
-                if pk.hosts_used() <= best[0] and not self.interrupted and not any(pk.over(h) for h in kept):
-                    best = self._better(best, n)
-            restarts += 1
-            last = time.monotonic() - now
-        self.noise = 0.0
-        self.stats["restarts"] = restarts
-        self.stats["work"] = self.work
+            failed_k = max(failed_k, k)
+            if self.last_migrations is None:
+                k += step
+                step *= 2
+            else:
+                # Assume the plan stays as far above the bound as here: the host count whose bound is
+                # lower by the excess.
+                excess = self.last_migrations - cap
+                target = migration_lb(pk, hosts_set, k) - excess
+                k = max(k + 1, self._first_k_within(hosts_set, k + 1, len(hosts), target) or len(hosts))
+        if best is None:
+            return None
+        # Back down between the last host count that failed (or the bound) and the one that worked.
+        lo_k, hi_k = failed_k + 1, best[0] - 1
+        while lo_k <= hi_k and self.work < self.work_budget and time.monotonic() < self.deadline:
+            mid = (lo_k + hi_k) // 2
+            plan = self._within_at(stay, orders, mid, cap, QUICK_EFFORT)
+            if plan is not None and plan[:2] < best[:2]:
+                best, hi_k = plan, min(mid, plan[0]) - 1
+            else:
+                lo_k = mid + 1
+        self.stats["budget_s"] = round(time.monotonic() - t0, 3)
+        self.deadline = self.base_deadline - self.post_per_move * best[1]
+        return best
+
+    def _first_k_within(self, hosts_set, lo, hi, cap):
+        """Smallest host count in [lo, hi] whose migration bound is at most ``cap`` (None: none is):
+        the bound does not grow with the host count, so bisect."""
+        pk = self.pk
+        if lo > hi or migration_lb(pk, hosts_set, hi) > cap:
+            return None
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if migration_lb(pk, hosts_set, mid) <= cap:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def _within_at(self, stay, orders, k, cap, effort):
+        """A plan on ``k`` hosts with at most ``cap`` migrations, or None. Host orders are constructed
+        in turn until one moves at most ``cap`` guests (else the one that moves the fewest is kept);
+        that construction is then improved."""
+        pk, hosts = self.pk, self.hosts
+        best = None
+        self.last_migrations = None
+        for n, order in enumerate(orders):
+            if self._attempt(stay, order, k, effort, self.deadline):
+                cand = (pk.migrations(), n, list(pk.asg))
+                if best is None or cand[:2] < best[:2]:
+                    best = cand
+                if cand[0] <= cap:
+                    break
+        if best is None:
+            return None
         pk.reset(best[2])
-        return True
+        kept = [h for h in hosts if pk.cnt[h] > 0]
+        self.free = _Free(pk, kept, _scarce_resource(pk, kept))
+        self.improve(kept)
+        self.last_migrations = pk.migrations()
+        if self.interrupted or any(pk.over(h) for h in kept) or pk.migrations() > cap:
+            return None
+        return (pk.hosts_used(), pk.migrations(), list(pk.asg), best[1])
 
     def _perturbed_stay(self, stay):
         """Same number of guests leave each host, but on some hosts a different one: swap an evicted guest
@@ -600,6 +727,8 @@ def empty_within_budget(pk, reasons, budget, deadline, eid):
     cand = sorted((h for h in range(pk.nh) if pk.cnt[h] > 0 and h in emptiable),
                   key=lambda h: (sum(pk.nmem[i] for i in by_host[h]), pk.load(h), h))
     closed, made = set(), 0
+    # Most loaded first, ranked once (a placement changes loads a little; the order is a heuristic).
+    ranked = sorted((g for g in range(pk.nh) if pk.cnt[g] > 0 and pk.usable[g]), key=lambda g: (-pk.load(g), g))
     for h in cand:
         items = [i for i in by_host[h] if pk.asg[i] == h]
         cost = sum(pk.nmem[i] for i in items)
@@ -607,11 +736,9 @@ def empty_within_budget(pk, reasons, budget, deadline, eid):
             break
         if any(pk.pinned[i] for i in items):
             continue
-        targets = sorted((g for g in range(pk.nh) if g != h and g not in closed and pk.cnt[g] > 0 and pk.usable[g]),
-                         key=lambda g: (-pk.load(g), g))
         done = []
         for i in sorted(items, key=lambda j: (-pk.dem[0][j], j)):
-            dest = next((g for g in targets if pk.can_place(i, g)), None)
+            dest = next((g for g in ranked if g != h and g not in closed and pk.can_place(i, g)), None)
             if dest is None:
                 break
             pk.move(i, dest)

@@ -69,6 +69,8 @@ class Packing:
             home.append(max(set(hs), key=lambda x, hs=hs: (hs.count(x), -x)))
         self.home = home            # where the item (most of it) runs at the start
         self.nmem = [len(m) for m in members]
+        # Guests of a split affinity bundle away from its home: they move even when the bundle stays.
+        self.stray = sum(sum(1 for v in m if host_of[v] != home[i]) for i, m in enumerate(members) if len(m) > 1)
         aa = [None] * ni
         for v in range(nv):
             g = cons.vm_aa[v]

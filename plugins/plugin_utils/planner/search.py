@@ -233,6 +233,8 @@ def balance(pk, reasons, deadline, opts, budget_left):
         for i in by_host[src]:
             if pk.pinned[i] or pk.asg[i] != pk.home[i]:
                 continue
+            if budget_left is not None and moves + pk.nmem[i] > budget_left:
+                continue    # a bundle moves all its guests: each counts against the budget
             for d in dests:
                 if d == src or not pk.can_place(i, d):
                     continue
@@ -252,7 +254,7 @@ def balance(pk, reasons, deadline, opts, budget_left):
         by_host[d].append(i)
         reasons.set(i, "objective:balance", "%s load %.0f%% -> %.0f%%" % (
             st.host_ids[src], 100 * src_load, 100 * pk.load(src)))
-        moves += 1
+        moves += pk.nmem[i]
         hi.push(src)
         hi.push(d)
         lo.push(src)
@@ -302,41 +304,71 @@ def search(problem, deadline=None, hard_deadline=None, post_per_move=0.0):
         # The repair placement is only a fallback here: build it when consolidation does not deliver.
         pk, reasons, forced = _evicted(st, cons, opts, ref, allow_off=False)
         required = sum(pk.nmem[i] for i in forced)
+        stats["required_migrations"] = required + pk.stray
         stats["repair_s"] = round(time.monotonic() - t0, 3)
         stats["hard_deadline"] = hard_deadline or deadline
         stats["post_per_move"] = post_per_move
+        if budget is not None:
+            # Under a budget the consolidation looks for the fewest hosts it can reach within it.
+            stats["migration_cap"] = required + budget
         ok = consolidate(pk, reasons, deadline, opts, ref, stats, forced, rng)
-        stats.pop("hard_deadline", None)
-        stats.pop("post_per_move", None)
+        for key in ("hard_deadline", "post_per_move", "migration_cap"):
+            stats.pop(key, None)
         if ok and budget is not None and pk.migrations() - required > budget:
             stats["budget_fallback"] = True
             ok = False
+        if not ok and budget is not None:
+            # No consolidated plan within the budget: repair, then empty hosts greedily within it (the
+            # time up to the hard deadline is this fallback's).
+            greedy = _greedy_within(st, cons, opts, ref, budget, max(deadline, hard_deadline or deadline))
+            if greedy is not None:
+                pk, reasons, stats["required_migrations"] = greedy
+                stats["budget_greedy"] = ok = True
         if ok:
             stats["unplaced"] = 0
             # Leave the scheduler and the explanation their time: it grows with the migrations.
             late = deadline - post_per_move * pk.migrations()
             stats["spread_moves"] = spread_arrivals(pk, late)
             if cons.has_soft():
-                stats["soft_moves"] = improve_soft(pk, reasons, late, True)
+                left_over = None if budget is None else max(0, budget - (pk.migrations() - required))
+                stats["soft_moves"] = improve_soft(pk, reasons, late, True, left_over)
             stats["wall_s"] = round(time.monotonic() - t0, 3)
             return pk, reasons, stats
-    pk, reasons, left, forced = _repair(st, cons, opts, ref, allow_off=False)
+    pk, reasons, left, _forced = _repair(st, cons, opts, ref, allow_off=False)
     if left and opts["allow_power_on"] and not all(st.power_on):
-        pk, reasons, left, forced = _repair(st, cons, opts, ref, allow_off=True)
+        pk, reasons, left, _forced = _repair(st, cons, opts, ref, allow_off=True)
         stats["power_on"] = True
     stats["unplaced"] = len(left)
+    # Everything the repair moved is required (guests it ejected to make room included).
+    stats["required_migrations"] = pk.migrations() + pk.stray
     if not left and cons.has_soft():
+        before = pk.migrations()
         stats["soft_moves"] = improve_soft(pk, reasons, deadline, opts["objective"] == "consolidate", budget)
         if budget is not None:
-            budget = max(0, budget - stats["soft_moves"])
+            budget = max(0, budget - (pk.migrations() - before))
     if not left and opts["objective"] == "balance":
         stats["iterations"] += balance(pk, reasons, deadline, opts, budget)
     elif not left and budget:
         # Consolidating under a migration budget the full plan exceeds: empty what the budget allows.
-        eid = cons.power_saving.id if cons.power_saving is not None else "objective:consolidate"
-        stats["budget_moves"] = empty_within_budget(pk, reasons, budget, deadline, eid)
+        stats["budget_moves"] = empty_within_budget(pk, reasons, budget, deadline, _consolidate_eid(cons))
     stats["wall_s"] = round(time.monotonic() - t0, 3)
     return pk, reasons, stats
+
+
+def _consolidate_eid(cons):
+    return cons.power_saving.id if cons.power_saving is not None else "objective:consolidate"
+
+
+def _greedy_within(st, cons, opts, ref, budget, deadline):
+    """Repair, then empty the hosts with the fewest guests while the optional moves stay within
+    ``budget``: (Packing, Reasons, required migrations), or None when the repair leaves guests
+    unplaced."""
+    pk, reasons, left, _forced = _repair(st, cons, opts, ref, allow_off=False)
+    if left:
+        return None
+    required = pk.migrations() + pk.stray
+    empty_within_budget(pk, reasons, budget, deadline, _consolidate_eid(cons))
+    return pk, reasons, required
 
 
 def _evicted(st, cons, opts, ref, allow_off):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -10,6 +11,7 @@ from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.api import p
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.bounds import migration_lb
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.packing import Packing
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.parse import parse_document
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.search import _greedy_within, ref_caps
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.validate import check_plan
 
 from .planner_helpers import host, vm
@@ -128,3 +130,79 @@ def test_balance_threshold_keeps_mild_imbalance():
     d["options"]["balance_threshold_pct"] = 5
     res = plan_document(d)
     assert check_plan(d, res) == [] and len(res["steps"]) == 1
+
+
+def mixed_synth(seed, n_hosts=16, per_host=6):
+    """Mixed fleet (32/64/96-core generations), guests spread at random, as gen.py --mixed-hosts."""
+    d = synth(seed, n_hosts, per_host)
+    for n, h in enumerate(d["hosts"]):
+        cores = (32, 64, 96)[n % 3]
+        h["cap"] = {"cpu": cores * 1000, "mem": cores * 8 * 1024}
+    return d
+
+
+def _moves(d, res):
+    start = {v["id"]: v["host"] for v in d["vms"]}
+    return sum(1 for v, h in res["assignment"].items() if start[v] != h)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_migration_budget_fewest_hosts_within_it(seed):
+    """Under a budget the plan keeps to it, is valid, and frees at least the hosts that the greedy
+    fallback (empty the hosts with the fewest guests) frees; no budget frees at least as many."""
+    d = mixed_synth(seed)
+    free = plan_document(dict(d, options={"budget_s": 1.0, "seed": 0}))
+    required = free["metrics"]["search"]["required_migrations"]
+    assert _moves(d, free) == free["metrics"]["migrations"]
+    for budget in sorted({max(0, free["metrics"]["migrations"] - required - x) for x in (0, 5, 15)}):
+        res = plan_document(dict(d, options={"budget_s": 1.0, "seed": 0, "migration_budget": budget}))
+        assert res["feasible"] and check_plan(d, res, check_expectations=False) == []
+        assert res["metrics"]["migrations"] <= required + budget
+        assert res["metrics"]["hosts_used"] >= free["metrics"]["hosts_used"]
+        prob = parse_document(dict(d, options={"migration_budget": budget}))
+        greedy, _reasons, _required = _greedy_within(prob.state, prob.cons, prob.options, ref_caps(prob.state), budget,
+                                          time.monotonic() + 60)
+        assert res["metrics"]["hosts_used"] <= greedy.hosts_used()
+
+
+def test_migration_budget_beats_sticky_ffd_on_a_mixed_fleet():
+    """Given the migrations a migration-aware first-fit decreasing needs, the planner uses no more hosts
+    and no more migrations (the benchmark's "equal budget" comparison, on a small instance)."""
+    d = mixed_synth(7, n_hosts=24, per_host=8)
+    cap = {h["id"]: h["cap"] for h in d["hosts"]}
+    size = {v["id"]: max(v["dem"][r] / max(c[r] for c in cap.values()) for r in ("cpu", "mem")) for v in d["vms"]}
+    load = {h: 0.0 for h in cap}
+    for v in d["vms"]:
+        load[v["host"]] += size[v["id"]]
+    order = sorted(cap, key=lambda h: -load[h])
+    # Sticky FFD: keep the k most loaded hosts, their smallest guests at home while they fit, the rest
+    # first-fit decreasing; the smallest k that works.
+    for k in range(1, len(order) + 1):
+        kept = order[:k]
+        used = {h: {"cpu": 0, "mem": 0} for h in kept}
+        where = {}
+        for v in sorted(d["vms"], key=lambda x: size[x["id"]]):
+            h = v["host"]
+            if h in used and all(used[h][r] + v["dem"][r] <= cap[h][r] for r in ("cpu", "mem")):
+                where[v["id"]] = h
+                for r in ("cpu", "mem"):
+                    used[h][r] += v["dem"][r]
+        ok = True
+        for v in sorted((x for x in d["vms"] if x["id"] not in where), key=lambda x: -size[x["id"]]):
+            dest = next((h for h in kept if all(used[h][r] + v["dem"][r] <= cap[h][r] for r in ("cpu", "mem"))), None)
+            if dest is None:
+                ok = False
+                break
+            where[v["id"]] = dest
+            for r in ("cpu", "mem"):
+                used[dest][r] += v["dem"][r]
+        if ok:
+            break
+    ffd_hosts = len(set(where.values()))
+    ffd_moves = sum(1 for v in d["vms"] if where[v["id"]] != v["host"])
+    first = plan_document(dict(d, options={"budget_s": 1.0, "seed": 0}))
+    required = first["metrics"]["search"]["required_migrations"]
+    res = plan_document(dict(d, options={"budget_s": 1.0, "seed": 0, "migration_budget": ffd_moves - required}))
+    assert check_plan(d, res, check_expectations=False) == []
+    assert res["metrics"]["hosts_used"] <= ffd_hosts
+    assert res["metrics"]["migrations"] <= ffd_moves

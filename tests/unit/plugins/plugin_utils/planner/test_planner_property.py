@@ -65,7 +65,7 @@ def documents(draw):
             e.update(vm=draw(st.sampled_from(names)), min_mib=draw(st.integers(0, 3000)))
         exps.append(e)
     opts = {"seed": draw(st.integers(0, 3)), "budget_s": 0.1, "objective": draw(st.sampled_from(["balance", "consolidate"])),
-            "max_migrations_per_host": draw(st.integers(1, 3))}
+            "max_migrations_per_host": draw(st.integers(1, 3)), "migration_budget": draw(st.none() | st.integers(0, 4))}
     return {"resources": ["cpu", "mem"], "hosts": hosts, "vms": vms, "expectations": exps, "options": opts}
 
 
@@ -77,6 +77,10 @@ def test_any_returned_plan_is_valid(d):
     assert errs == [], (errs, res["explain"])
     if res["feasible"]:
         assert res["metrics"]["hard_violations"] == 0
+        budget = d["options"]["migration_budget"]
+        if budget is not None:
+            # Required moves (hard expectations) always happen; optional ones stay within the budget.
+            assert res["metrics"]["migrations"] <= res["metrics"]["search"]["required_migrations"] + budget
         for s in res["steps"]:
             assert s["reason"]["expectation"]
             assert s["loads_after"]
