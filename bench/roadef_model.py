@@ -327,8 +327,10 @@ def to_document(inst, budget_s=10.0, seed=0, objective="balance", resources=None
         rs = pick_resources(inst, slots=nslots - 1)
         folded = [r for r in range(inst.R) if r not in rs]
     else:
-        rs = pick_resources(inst)
-    names = list(PLANNER_RESOURCES[:len(rs)])
+        rs = list(range(inst.R))
+    # Up to four resources keep the planner's usual names; more are declared as r<index> (the
+    # planner packs any resource a document declares).
+    names = list(PLANNER_RESOURCES[:len(rs)]) if len(rs) <= nslots else ["r%d" % r for r in rs]
     cap = inst.cap[:, rs].tolist()
     req = inst.req[:, rs].tolist()
     if folded:

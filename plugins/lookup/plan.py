@@ -101,7 +101,10 @@ options:
     type: bool
     default: false
   migration_budget:
-    description: Stability. At most this many optional migrations in one plan; moves hard expectations need always count.
+    description:
+      - Stability. At most this many optional migrations in one plan; the moves hard expectations need are always made
+        and do not count.
+      - When consolidating, the planner looks for the fewest hosts it can empty within the budget.
     type: int
   cooldown:
     description: Stability. Seconds after its last migration during which a guest moves only if a hard expectation needs it.

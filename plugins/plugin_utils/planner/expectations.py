@@ -315,8 +315,9 @@ def _parse_one(state, e, raw, p):
         e.pct = _number(raw.get("max_pct"), p + ".max_pct", lo=0, hi=100, lo_open=True)
     elif t == "ceiling":
         res = raw.get("resource")
-        if res not in KNOWN_RESOURCES:
-            _fail(p + ".resource", "unknown resource %r (known: %s)" % (res, ", ".join(KNOWN_RESOURCES)))
+        if res not in KNOWN_RESOURCES and res not in state.res:
+            _fail(p + ".resource", "unknown resource %r (known: %s)" % (
+                res, ", ".join(list(KNOWN_RESOURCES) + [r for r in state.res if r not in KNOWN_RESOURCES])))
         if res not in state.res:
             _fail(p + ".resource", "resource %r has no capacity on the hosts" % (res,))
         e.resource = res

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from .errors import PlanInputError
 from .expectations import Constraints, parse_expectations, _fail, _number, _bool
 from .memory import MemoryFacts
 from .state import KNOWN_RESOURCES, State
+
+RESOURCE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 
 # Options and their defaults (the contract documented for callers).
 DEFAULT_OPTIONS = {
@@ -48,12 +52,18 @@ class Problem:
         self.memory = None      # memory.MemoryFacts when options.memory_overcommit holds
 
 
+def _known(res):
+    """Resource names a document may use: the four the facts fill in and any it declares."""
+    return tuple(KNOWN_RESOURCES) + tuple(r for r in res if r not in KNOWN_RESOURCES)
+
+
 def _check_amounts(amounts, res, path, what):
     if not isinstance(amounts, dict):
         _fail(path, "expected a mapping of resource: amount, got %r" % (amounts,))
+    known = _known(res)
     for k, val in amounts.items():
-        if k not in KNOWN_RESOURCES:
-            _fail("%s.%s" % (path, k), "unknown resource %r (known: %s)" % (k, ", ".join(KNOWN_RESOURCES)))
+        if k not in known:
+            _fail("%s.%s" % (path, k), "unknown resource %r (known: %s)" % (k, ", ".join(known)))
         if type(val) not in (int, float) or val < 0:   # fast path; _number words the error
             _number(val, "%s.%s" % (path, k), lo=0)
     for r in res:
@@ -160,8 +170,11 @@ def parse_document(doc):
     if not isinstance(res, list) or not res:
         _fail("resources", "expected a non-empty list, got %r" % (res,))
     for i, r in enumerate(res):
-        if r not in KNOWN_RESOURCES:
-            _fail("resources[%d]" % i, "unknown resource %r (known: %s)" % (r, ", ".join(KNOWN_RESOURCES)))
+        # Beyond cpu, mem, disk and net a document may declare its own packing resources (hugepages,
+        # GPUs, ...): every host then states its capacity and every guest its demand.
+        if not isinstance(r, str) or not RESOURCE_NAME.match(r):
+            _fail("resources[%d]" % i, "expected a resource name (%s, or lower-case letters, digits and _), got %r"
+                  % (", ".join(KNOWN_RESOURCES), r))
     if len(set(res)) != len(res):
         _fail("resources", "duplicate resource in %r" % (res,))
     hosts, vms = doc.get("hosts"), doc.get("vms")
@@ -227,7 +240,7 @@ def parse_document(doc):
     # Ceilings on a non-packing resource make it tracked (loads, limits) without making it a packing resource.
     tracked = list(res)
     for e in raw_exps:
-        if isinstance(e, dict) and e.get("type") == "ceiling" and e.get("resource") in KNOWN_RESOURCES \
+        if isinstance(e, dict) and e.get("type") == "ceiling" and e.get("resource") in _known(res) \
                 and e["resource"] not in tracked and all(e["resource"] in (h.get("cap") or {}) for h in hosts):
             tracked.append(e["resource"])
     state = State(tracked, res, hosts, vms)

@@ -238,3 +238,29 @@ def test_synthetic_instance_is_valid(tmp_path):
     assert (inst.P, inst.M, inst.R, inst.S) == (600, 60, 6, 59)
     assert rc.violations(inst, inst.a0) == []
     assert rc.cost(inst, inst.a0)["total"] > 0
+
+
+def test_more_than_four_resources_are_all_mapped():
+    """R > 4: every resource becomes a declared planner resource r<index> (none left unmapped)."""
+    inst = rm.Instance()
+    inst.R, inst.M, inst.P = 6, 2, 1
+    inst.transient = np.array([False] * 6)
+    inst.cap = np.array([[10] * 6, [10] * 6])
+    inst.scap = np.array([[10] * 6, [10] * 6])
+    inst.req = np.array([[1, 9, 2, 8, 1, 5]])
+    inst.a0 = np.array([0])
+    inst.loc = np.array([0, 0])
+    inst.neigh = np.array([0, 0])
+    inst.serv = np.array([0])
+    inst.S = 1
+    inst.pmc = np.array([0])
+    inst.w_pmc = 1
+    inst.wload = np.array([1] * 6)
+    inst.spread = np.array([0])
+    inst.dep_ptr = np.array([0, 0])
+    inst.dep_idx = np.zeros(0, dtype=np.int64)
+    inst.bal = np.zeros((0, 4), dtype=np.int64)
+    doc, notes = rm.to_document(inst, budget_s=1.0)
+    assert doc["resources"] == ["r0", "r1", "r2", "r3", "r4", "r5"]
+    assert doc["vms"][0]["dem"] == {"r0": 1, "r1": 9, "r2": 2, "r3": 8, "r4": 1, "r5": 5}
+    assert notes["resources_unmapped"] == []

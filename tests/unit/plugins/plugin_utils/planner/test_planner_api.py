@@ -258,7 +258,9 @@ def test_format_md_instance_accepted():
     (lambda d: d["expectations"].append({"type": "teleport"}), "teleport"),
     (lambda d: d["expectations"].append({"type": "cpu_cap", "vm": "a", "max_pct": 150}), "150"),
     (lambda d: d["vms"][0].update(host="h9"), "h9"),
-    (lambda d: d.update(resources=["cpu", "watts"]), "watts"),
+    (lambda d: d.update(resources=["cpu", "watts"]), "missing capacity for packing resource 'watts'"),
+    (lambda d: d.update(resources=["cpu", "Huge Pages"]), "'Huge Pages'"),
+    (lambda d: d["vms"][0]["dem"].update(gpu=1), "unknown resource 'gpu'"),
     (lambda d: d.update(options={"budget_s": -1}), "budget_s"),
     (lambda d: d.update(options={"colour": 1}), "colour"),
     (lambda d: d["expectations"].append({"type": "ban", "vms": ["a"], "labels": {"rack": "r9"}}), "r9"),
@@ -319,3 +321,23 @@ def test_guests_that_must_be_together_and_apart_are_named_with_both_expectations
     together = [c for c in res["conflicts"] if "together and apart" in c["text"]]
     # only the hard group sharing two of the affinity group's guests conflicts; c-d shares one, soft ones never
     assert together == [{"expectations": ["web-together", "ab-apart"], "text": "guests a, b must be together and apart"}]
+
+
+def test_declared_resource_packs_like_the_known_ones():
+    """A document may declare its own packing resource (here GPUs): no host takes more than it has, and
+    a ceiling may name it."""
+    hosts = [host("h1", gpu=1), host("h2", gpu=2), host("h3", gpu=0)]
+    for h in hosts:
+        h["cap"]["gpu"] = h.pop("gpu")
+    vms = [vm("a", "h1"), vm("b", "h1"), vm("c", "h3")]
+    for v in vms:
+        v["dem"]["gpu"] = 1 if v["id"] in ("a", "b") else 0
+    d = doc(hosts, vms, [{"type": "ceiling", "resource": "gpu", "max_pct": 100, "hosts": "*"}])
+    d["resources"] = ["cpu", "mem", "gpu"]
+    res = plan(d)
+    assert res["feasible"]
+    gpus = {}
+    for v in ("a", "b"):
+        gpus[res["assignment"][v]] = gpus.get(res["assignment"][v], 0) + 1
+    assert gpus.get("h3", 0) == 0 and gpus.get("h1", 0) <= 1 and gpus.get("h2", 0) <= 2
+    assert res["metrics"]["migrations"] >= 1
