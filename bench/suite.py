@@ -283,6 +283,7 @@ def targets(rows, baselines):
             t3.append((ok, f"{'ok' if ok else 'FAIL'} {name}: hosts {r.get('hosts')} (LB {b['host_lb']}), migrations {r.get('migrations')} "
                            f"(LB {b['mig_lb_at_lb']}), wall {r.get('wall_s')} s"))
     out.append(("50/500 at 1 s: proven optimum (hosts = LB, migrations = LB)", verdict(t3), [d for _ok, d in t3]))
+
     def dominance(rows_of):
         items = []
         for name, rb in rows_of.items():

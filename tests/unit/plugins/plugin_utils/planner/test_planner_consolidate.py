@@ -160,8 +160,8 @@ def test_migration_budget_fewest_hosts_within_it(seed):
         assert res["metrics"]["migrations"] <= required + budget
         assert res["metrics"]["hosts_used"] >= free["metrics"]["hosts_used"]
         prob = parse_document(dict(d, options={"migration_budget": budget}))
-        greedy, _reasons, _required = _greedy_within(prob.state, prob.cons, prob.options, ref_caps(prob.state), budget,
-                                          time.monotonic() + 60)
+        greedy, _reasons, _required = _greedy_within(prob.state, prob.cons, prob.options, ref_caps(prob.state),
+                                                     budget, time.monotonic() + 60)
         assert res["metrics"]["hosts_used"] <= greedy.hosts_used()
 
 
