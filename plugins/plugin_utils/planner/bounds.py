@@ -22,6 +22,12 @@ def migration_lb(pk, hosts, n_hosts):
     A kept host loses at least the fewest guests whose removal (largest first, per resource) brings
     it under its limits; every other non-empty host loses all its guests; the cheapest hosts to
     empty are chosen. Same bound as the benchmark's ``mig_lb``."""
+    return migration_lb_curve(pk, hosts)(n_hosts)
+
+
+def migration_lb_curve(pk, hosts):
+    """``migration_lb`` for every host count at once: the per-host figures are computed once and the
+    returned function answers each host count in constant time."""
     by_host = {}
     for i, h in enumerate(pk.home):
         if h >= 0:
@@ -42,9 +48,15 @@ def migration_lb(pk, hosts, n_hosts):
                         break
                 best = max(best, n)
         keep_cost[h] = best
-    extra = max(0, len(by_host) - n_hosts)
-    delta = sorted(cnt[h] - keep_cost[h] for h in by_host)
-    return sum(keep_cost.values()) + sum(delta[:extra])
+    base = sum(keep_cost.values())
+    prefix = [0]
+    for x in sorted(cnt[h] - keep_cost[h] for h in by_host):
+        prefix.append(prefix[-1] + x)
+    n_used = len(by_host)
+
+    def at(n_hosts):
+        return base + prefix[min(max(0, n_used - n_hosts), n_used)]
+    return at
 
 
 def capacity_lb(pk, hosts, demand):

@@ -25,7 +25,7 @@ import bisect
 import random
 import time
 
-from .bounds import capacity_lb, cover_k, migration_lb
+from .bounds import capacity_lb, cover_k, migration_lb_curve
 from .packing import EPS
 
 # Hosts tried per guest in the best-fit scan before falling back to a full scan.
@@ -147,6 +147,7 @@ class Consolidator:
         self.free = None
         self.noise = 0.0
         self.interrupted = False
+        self.lb_at = None            # migration bound per host count (budgeted search)
         self.last_migrations = None  # migrations of the last budgeted try, within the budget or not
         self.failed_size = 0.0      # host fractions left unplaced by the last construction's best fit
         # Work units (deterministic counts of placements and evaluations) bound the search so the result
@@ -195,10 +196,12 @@ class Consolidator:
             if h >= 0:
                 start_load[h] += self.sizes[i]
         keys = [lambda h, t: (h not in must, -stay_members[h], -capw[h], t(h))]
+        budgeted = self.stats.get("migration_cap") is not None
         if len(set(capw.values())) > 1:
             keys.append(lambda h, t: (h not in must, -capw[h], -stay_members[h], t(h)))
+        if len(set(capw.values())) > 1 and budgeted:
+            # Only under a budget: in the fewest-hosts phases a third order costs time on big fleets.
             keys.append(lambda h, t: (h not in must, -start_load[h], -capw[h], t(h)))
-        if len(set(capw.values())) > 1 and self.stats.get("migration_cap") is not None:
             # Under a migration budget: keep guests (stay sets) and capacity both, weighing a host's
             # capacity against its staying guests at a few exchange rates around the fleet's average
             # (tried first: they move the fewest guests on the host counts a budget leads to).
@@ -228,13 +231,13 @@ class Consolidator:
         # stream; keep the best. Every restart is self-contained, so a deadline cut loses nothing.
         restarts = 0
         last = None
-        hosts_set = set(hosts)
+        lb_at = migration_lb_curve(pk, set(hosts))
         while self.work < self.work_budget:
             now = time.monotonic()
             if now + (last or 0.0) * 1.2 > self.deadline:
                 self.stats["deadline_cut"] = True
                 break
-            if best[1] <= migration_lb(pk, hosts_set, best[0]):
+            if best[1] <= lb_at(best[0]):
                 self.stats["proven_optimal"] = best[0] == lb
                 break
             self.rng = random.Random(self.rng.random())
@@ -308,14 +311,15 @@ class Consolidator:
         last plan was over the budget) and back down by bisection to the fewest hosts that worked."""
         pk, hosts = self.pk, self.hosts
         hosts_set = set(hosts)
-        lo = self._first_k_within(hosts_set, max(lb, len(must)), len(hosts), cap)
+        self.lb_at = migration_lb_curve(pk, hosts_set)
+        lo = self._first_k_within(max(lb, len(must)), len(hosts), cap)
         if lo is None:
             return None
         self.stats["budget_k_min"] = lo
         t0 = time.monotonic()
         best, failed_k = None, lo - 1
         # First try where the bound leaves room for a plan's usual distance from it; back down later.
-        k = self._first_k_within(hosts_set, lo, len(hosts), cap * (1.0 - BUDGET_FIRST_GAP)) or lo
+        k = self._first_k_within(lo, len(hosts), cap * (1.0 - BUDGET_FIRST_GAP)) or lo
         step = 1
         # Only the deadline: the time left before the hard deadline is the budget fallback's.
         while k <= len(hosts) and time.monotonic() < self.deadline:
@@ -331,8 +335,8 @@ class Consolidator:
                 # Assume the plan stays as far above the bound as here: the host count whose bound is
                 # lower by the excess.
                 excess = self.last_migrations - cap
-                target = migration_lb(pk, hosts_set, k) - excess
-                k = max(k + 1, self._first_k_within(hosts_set, k + 1, len(hosts), target) or len(hosts))
+                target = self.lb_at(k) - excess
+                k = max(k + 1, self._first_k_within(k + 1, len(hosts), target) or len(hosts))
         if best is None:
             return None
         # Back down between the last host count that failed (or the bound) and the one that worked.
@@ -348,15 +352,15 @@ class Consolidator:
         self.deadline = self.base_deadline - self.post_per_move * best[1]
         return best
 
-    def _first_k_within(self, hosts_set, lo, hi, cap):
+    def _first_k_within(self, lo, hi, cap):
         """Smallest host count in [lo, hi] whose migration bound is at most ``cap`` (None: none is):
         the bound does not grow with the host count, so bisect."""
-        pk = self.pk
-        if lo > hi or migration_lb(pk, hosts_set, hi) > cap:
+        lb_at = self.lb_at
+        if lo > hi or lb_at(hi) > cap:
             return None
         while lo < hi:
             mid = (lo + hi) // 2
-            if migration_lb(pk, hosts_set, mid) <= cap:
+            if lb_at(mid) <= cap:
                 hi = mid
             else:
                 lo = mid + 1
