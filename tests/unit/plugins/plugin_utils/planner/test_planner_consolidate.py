@@ -45,6 +45,7 @@ def test_migration_lb_by_hand():
     assert migration_lb(pk, every, 3) == 1
     assert migration_lb(pk, every, 2) == 2       # also empty h1 (1 guest, the cheapest)
     assert migration_lb(pk, every, 1) == 3       # keep h2: a, b and c move
+    assert migration_lb(pk, every, 5) == 1       # more hosts than are used: only the overload moves
 
 
 def test_consolidates_to_capacity_bound_and_is_valid():
