@@ -147,7 +147,7 @@ class Consolidator:
         self.free = None
         self.noise = 0.0
         self.interrupted = False
-        self.lb_at = None            # migration bound per host count (budgeted search)
+        self.lb_at = None            # migration bound per host count (set by run)
         self.last_migrations = None  # migrations of the last budgeted try, within the budget or not
         self.failed_size = 0.0      # host fractions left unplaced by the last construction's best fit
         # Work units (deterministic counts of placements and evaluations) bound the search so the result
@@ -196,10 +196,10 @@ class Consolidator:
             if h >= 0:
                 start_load[h] += self.sizes[i]
         keys = [lambda h, t: (h not in must, -stay_members[h], -capw[h], t(h))]
-        budgeted = self.stats.get("migration_cap") is not None
-        if len(set(capw.values())) > 1:
+        mixed = len(set(capw.values())) > 1
+        if mixed:
             keys.append(lambda h, t: (h not in must, -capw[h], -stay_members[h], t(h)))
-        if len(set(capw.values())) > 1 and budgeted:
+        if mixed and self.stats.get("migration_cap") is not None:
             # Only under a budget: in the fewest-hosts phases a third order costs time on big fleets.
             keys.append(lambda h, t: (h not in must, -start_load[h], -capw[h], t(h)))
             # Under a migration budget: keep guests (stay sets) and capacity both, weighing a host's
@@ -217,6 +217,7 @@ class Consolidator:
         demand = [sum(pk.dem[r][i] for i in self.items) for r in range(pk.nr)]
         lb = capacity_lb(pk, hosts, demand)
         self.stats["host_lb"] = lb
+        self.lb_at = migration_lb_curve(pk, set(hosts))
         t0 = time.monotonic()
         cap = self.stats.pop("migration_cap", None)
         if cap is None:
@@ -231,13 +232,12 @@ class Consolidator:
         # stream; keep the best. Every restart is self-contained, so a deadline cut loses nothing.
         restarts = 0
         last = None
-        lb_at = migration_lb_curve(pk, set(hosts))
         while self.work < self.work_budget:
             now = time.monotonic()
             if now + (last or 0.0) * 1.2 > self.deadline:
                 self.stats["deadline_cut"] = True
                 break
-            if best[1] <= lb_at(best[0]):
+            if best[1] <= self.lb_at(best[0]):
                 self.stats["proven_optimal"] = best[0] == lb
                 break
             self.rng = random.Random(self.rng.random())
@@ -246,9 +246,7 @@ class Consolidator:
             tie = {h: self.rng.random() for h in hosts}
             order = sorted(orders[n], key=lambda h: keys[n](h, tie.get))
             if self._attempt(self._perturbed_stay(stay), order, best[0], FULL_EFFORT, self.deadline):
-                kept = [h for h in hosts if pk.cnt[h] > 0]
-                self.free = _Free(pk, kept, _scarce_resource(pk, kept))
-                self.improve(kept)
+                kept = self._improve_used()
                 # A restart's plan replaces the best only when complete and within every limit.
                 if pk.hosts_used() <= best[0] and not self.interrupted and not any(pk.over(h) for h in kept):
                     best = self._better(best, n)
@@ -262,7 +260,7 @@ class Consolidator:
 
     def _fewest_hosts(self, stay, orders, must, lb, demand):
         """Phases 1 and 2 and the improvement: the fewest hosts, then fewer migrations on them."""
-        pk, hosts = self.pk, self.hosts
+        pk = self.pk
         best = None
         t0 = time.monotonic()
         # Phase 1 (anytime): for each host order, the first host count where a quick construction works.
@@ -299,9 +297,7 @@ class Consolidator:
             k = best[0] - 1
         self.stats["phase2_s"] = round(time.monotonic() - t0, 3)
         pk.reset(best[2])
-        kept = [h for h in hosts if pk.cnt[h] > 0]
-        self.free = _Free(pk, kept, _scarce_resource(pk, kept))
-        self.improve(kept)
+        self._improve_used()
         return self._better(None, n)
 
     def _fewest_hosts_within(self, stay, orders, must, lb, cap):
@@ -309,9 +305,7 @@ class Consolidator:
         included). The migration bound rules out every host count below its first fit; the first try is
         where the bound leaves a few per cent of room, then upwards (each step guessed from how far the
         last plan was over the budget) and back down by bisection to the fewest hosts that worked."""
-        pk, hosts = self.pk, self.hosts
-        hosts_set = set(hosts)
-        self.lb_at = migration_lb_curve(pk, hosts_set)
+        hosts = self.hosts
         lo = self._first_k_within(max(lb, len(must)), len(hosts), cap)
         if lo is None:
             return None
@@ -370,7 +364,7 @@ class Consolidator:
         """A plan on ``k`` hosts with at most ``cap`` migrations, or None. Host orders are constructed
         in turn until one moves at most ``cap`` guests (else the one that moves the fewest is kept);
         that construction is then improved."""
-        pk, hosts = self.pk, self.hosts
+        pk = self.pk
         best = None
         self.last_migrations = None
         for n, order in enumerate(orders):
@@ -383,9 +377,7 @@ class Consolidator:
         if best is None:
             return None
         pk.reset(best[2])
-        kept = [h for h in hosts if pk.cnt[h] > 0]
-        self.free = _Free(pk, kept, _scarce_resource(pk, kept))
-        self.improve(kept)
+        kept = self._improve_used()
         self.last_migrations = pk.migrations()
         if self.interrupted or any(pk.over(h) for h in kept) or pk.migrations() > cap:
             return None
@@ -592,6 +584,14 @@ class Consolidator:
         # The best-fit index is stale after free moves: rebuild it for the improvement phase.
         self.free = _Free(pk, kept, self.free.r)
         return True
+
+    def _improve_used(self):
+        """Improve the current placement on the hosts it uses (fresh best-fit index); returns them."""
+        pk = self.pk
+        kept = [h for h in self.hosts if pk.cnt[h] > 0]
+        self.free = _Free(pk, kept, _scarce_resource(pk, kept))
+        self.improve(kept)
+        return kept
 
     def _by_host(self):
         return self.pk.items_by_host()
