@@ -61,7 +61,7 @@ def _rounded(x, digits=6):
     return None if x is None else round(x, digits)
 
 
-def solve(model, assignment, budget, seed=0, objective="balance", planner_path=None, fold=False):
+def solve(model, assignment, budget, seed=0, objective="cost", planner_path=None, fold=False):
     """Import, plan, check, score. Returns (result dict, solution array)."""
     # pylint: disable=too-many-locals
     t0 = time.perf_counter()
@@ -128,7 +128,7 @@ def main(argv=None):
     p.add_argument("--budget", type=float, default=10.0, help="planner budget_s (default: %(default)s)")
     p.add_argument("--out", required=True, help="solution file to write (challenge format)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--objective", default="balance", choices=("balance", "consolidate"))
+    p.add_argument("--objective", default="cost", choices=("cost", "balance", "consolidate"))
     p.add_argument("--planner-path", default=None, help="directory holding planner/ (default: plugins/plugin_utils)")
     p.add_argument("--fold", action="store_true",
                    help="R > 4: map 3 resources and fold the rest conservatively into the 4th planner resource")

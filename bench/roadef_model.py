@@ -248,67 +248,19 @@ def fold_resources(inst, group):
     return np.ceil(d * 1000.0) / 1000.0, np.floor(c * 1000.0) / 1000.0, int(raised.sum())
 
 
-def _fences_for_dependencies(inst):
-    """Hard fences that keep every dependency satisfied (sound, conservative).
-
-    A service that others depend on keeps each process in its current neighbourhood (so its set
-    of neighbourhoods never changes); a service with dependencies (and none depending on it) may
-    use any neighbourhood where all the services it depends on are present now. Returns
-    {frozenset(allowed neighbourhoods): [process, ...]}.
-    """
-    out = {}
-    if inst.dep_idx.size == 0:
-        return out
-    n_all = frozenset(np.unique(inst.neigh).tolist())
-    proc_neigh = inst.neigh[inst.a0]
-    depended = np.zeros(inst.S, dtype=bool)
-    depended[inst.dep_idx] = True
-    serv_neigh = {}
-    for s in np.unique(inst.dep_idx).tolist():
-        serv_neigh[s] = frozenset(np.unique(proc_neigh[inst.serv == s]).tolist())
-    has_deps = np.diff(inst.dep_ptr) > 0
-    for p in range(inst.P):
-        s = int(inst.serv[p])
-        if depended[s]:
-            allowed = frozenset((int(proc_neigh[p]),))
-        elif has_deps[s]:
-            allowed = n_all
-            for d in inst.deps(s).tolist():
-                allowed = allowed & serv_neigh[d]
-        else:
-            continue
-        if allowed != n_all:
-            out.setdefault(allowed, []).append(p)
-    return out
-
-
-def _spread_subsets(inst):
-    """For each service with spread_min >= 2: spread_min of its processes on distinct locations now.
-
-    The planner's spread anti-affinity keeps a group on pairwise distinct label values, which is
-    stricter than ROADEF's "at least spread_min locations"; applying it to spread_min processes
-    that are already on distinct locations is sound (it implies the spread) and initially met.
-    """
-    out = []
-    if not (inst.spread >= 2).any():
-        return out
+def _service_members(inst):
+    """Process indexes of each service (list of int lists)."""
     order = np.argsort(inst.serv, kind="stable")
     bounds = np.searchsorted(inst.serv[order], np.arange(inst.S + 1))
-    for s in np.flatnonzero(inst.spread >= 2).tolist():
-        procs = order[bounds[s]:bounds[s + 1]]
-        seen, pick = set(), []
-        for p in procs.tolist():
-            lc = int(inst.loc[inst.a0[p]])
-            if lc not in seen:
-                seen.add(lc)
-                pick.append(p)
-            if len(pick) == inst.spread[s]:
-                break
-        out.append((s, pick))
-    return out
+    return [order[bounds[s]:bounds[s + 1]].tolist() for s in range(inst.S)]
 
 
-def to_document(inst, budget_s=10.0, seed=0, objective="balance", resources=None, max_migrations_per_host=1000,
+# Largest machine count whose machine-move-cost matrix goes into the document (as each host's sparse
+# ``move_cost_to``): 1,000 machines is at most 1 M entries; B instances of 5,000 machines would be 25 M.
+MAX_MMC_MACHINES = 1000
+
+
+def to_document(inst, budget_s=10.0, seed=0, objective="cost", resources=None, max_migrations_per_host=1000,
                 fold=False):
     """Planner input document for ``inst`` (initial assignment ``inst.a0``).
 
@@ -347,11 +299,23 @@ def to_document(inst, budget_s=10.0, seed=0, objective="balance", resources=None
     # The planner's only per-move cost is the memory it copies (gain per GiB ranks optional moves):
     # carry the weighted process move cost there (1 MiB floor: zero-cost moves still rank finite).
     move_mib = (1 + inst.pmc * inst.w_pmc).tolist()
+    move_cost = (inst.pmc * inst.w_pmc).tolist()
     a0 = inst.a0.tolist()
-    vms = [{"id": vm_id(p), "dem": dict(zip(all_names, req[p])), "mem_alloc_mib": move_mib[p], "host": host_id(a0[p])}
+    serv = inst.serv.tolist()
+    vms = [{"id": vm_id(p), "dem": dict(zip(all_names, req[p])), "mem_alloc_mib": move_mib[p], "host": host_id(a0[p]),
+            "move_cost": move_cost[p], "service": "s%d" % serv[p]}
            for p in range(inst.P)]
+    mmc_mapped = inst.M <= MAX_MMC_MACHINES
+    if mmc_mapped and inst.w_mmc:
+        weighted = inst.mmc * inst.w_mmc
+        for m in range(inst.M):
+            row = weighted[m]
+            nz = np.flatnonzero(row).tolist()
+            if nz:
+                hosts[m]["move_cost_to"] = dict(zip([host_id(k) for k in nz], row[nz].tolist()))
     exps = []
-    # Soft ceilings at the safety capacity, weighted by the load-cost weight (one per resource and %).
+    # Soft ceilings at the safety capacity, weighted by the load-cost weight (one per resource and %):
+    # the "cost" objective charges weight x load above the ceiling, the challenge's load cost.
     skipped_ceilings = []
     for k, r in enumerate(rs):
         groups = {}
@@ -359,55 +323,59 @@ def to_document(inst, budget_s=10.0, seed=0, objective="balance", resources=None
             c, sc = int(inst.cap[m, r]), int(inst.scap[m, r])
             if c <= 0 or sc >= c:
                 continue     # no room above the safety capacity: nothing to weigh
-            if sc <= 0:
+            if sc < 0:
                 skipped_ceilings.append((int(r), m))
                 continue
             groups.setdefault(100.0 * sc / c, []).append(host_id(m))
         for j, (pct, hs) in enumerate(sorted(groups.items())):
             exps.append({"id": "safety-r%d-%d" % (r, j), "type": "ceiling", "resource": names[k], "max_pct": pct,
                          "hard": False, "weight": int(inst.wload[r]), "hosts": hs})
-    # Services: processes on distinct machines.
-    order = np.argsort(inst.serv, kind="stable")
-    bounds = np.searchsorted(inst.serv[order], np.arange(inst.S + 1))
-    n_conflict = 0
-    for s in range(inst.S):
-        procs = order[bounds[s]:bounds[s + 1]].tolist()
+    mapped = {int(r): names[k] for k, r in enumerate(rs)}
+    n_ratio = 0
+    for b, (r1, r2, target, w) in enumerate(inst.bal.tolist()):
+        if r1 in mapped and r2 in mapped:
+            exps.append({"id": "balance-%d" % b, "type": "free_ratio", "resource": mapped[r2], "per": mapped[r1],
+                         "ratio": target, "weight": w, "hard": False})
+            n_ratio += 1
+    members = _service_members(inst)
+    n_conflict = n_spread = n_dep = 0
+    for s, procs in enumerate(members):
         if len(procs) > 1:
             exps.append({"id": "service-%d" % s, "type": "anti_affinity", "vms": [vm_id(p) for p in procs],
                          "hard": True})
             n_conflict += 1
-    spread = _spread_subsets(inst)
-    for s, pick in spread:
-        exps.append({"id": "spread-%d" % s, "type": "anti_affinity", "vms": [vm_id(p) for p in pick],
-                     "spread_label": "location", "hard": True})
-    fences = _fences_for_dependencies(inst)
-    host_lists = {}
-    for j, (allowed, procs) in enumerate(sorted(fences.items(), key=lambda kv: sorted(kv[0]))):
-        key = allowed
-        if key not in host_lists:
-            host_lists[key] = [host_id(m) for m in range(inst.M) if int(inst.neigh[m]) in allowed]
-        exps.append({"id": "dependency-fence-%d" % j, "type": "fence", "vms": [vm_id(p) for p in procs],
-                     "hosts": host_lists[key], "hard": True})
+        if inst.spread[s] >= 2:
+            exps.append({"id": "spread-%d" % s, "type": "spread", "vms": [vm_id(p) for p in procs],
+                         "label": "location", "min": int(inst.spread[s]), "hard": True})
+            n_spread += 1
+    for s in range(inst.S):
+        if not members[s]:
+            continue
+        for d in inst.deps(s).tolist():
+            exps.append({"id": "dependency-%d-%d" % (s, d), "type": "depends", "vms": [vm_id(p) for p in members[s]],
+                         "on": [vm_id(p) for p in members[d]], "label": "neighborhood", "hard": True})
+            n_dep += 1
+    transient = [names[k] for k, r in enumerate(rs) if inst.transient[r]]
+    not_modelled = [] if mmc_mapped else ["machine move cost (more than %d machines)" % MAX_MMC_MACHINES]
+    if folded:
+        not_modelled.append("folded resources are packed conservatively, not costed")
     notes = {
         "resources_mapped": {names[k]: int(r) for k, r in enumerate(rs)},
         "resources_folded": {all_names[-1]: folded} if folded else {},
         "fold_unsound_machines": fold_raised,
         "resources_unmapped": [r for r in range(inst.R) if r not in rs and r not in folded],
         "transient_resources": [int(r) for r in np.flatnonzero(inst.transient)],
-        "transient_not_modelled": ("the planner reserves a moving guest on both hosts only while it moves; "
-                                   "ROADEF keeps a moved process's transient usage on its original machine "
-                                   "in the final state"),
         "service_groups": n_conflict,
-        "spread_groups": len(spread),
-        "dependency_fences": len(fences),
-        "fenced_processes": int(sum(len(v) for v in fences.values())),
+        "spread_rules": n_spread,
+        "dependency_rules": n_dep,
+        "balance_costs": n_ratio,
         "ceilings_skipped_zero_safety": len(skipped_ceilings),
-        "not_modelled": ["load cost as weighted overload (soft ceilings are only reported by the planner)",
-                         "balance costs", "process move cost (carried as mem_alloc_mib only)",
-                         "service move cost", "machine move cost"],
+        "not_modelled": not_modelled,
     }
     doc = {"resources": all_names, "hosts": hosts, "vms": vms, "expectations": exps,
+           "transient_resources": transient,
            "options": {"budget_s": float(budget_s), "seed": int(seed), "objective": objective,
+                       "service_move_cost": int(inst.w_smc),
                        "max_migrations_per_host": int(max_migrations_per_host)},
            "x_roadef": notes}
     return doc, notes

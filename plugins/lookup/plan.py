@@ -84,10 +84,12 @@ options:
   objective:
     description:
       - What the planner optimises once every hard expectation is met.
-      - V(balance) evens out host loads; V(consolidate) packs guests on as few hosts as possible.
+      - V(balance) evens out host loads; V(consolidate) packs guests on as few hosts as possible; V(cost) minimises
+        the weighted cost of the soft expectations (each by its weight) plus what the migrations cost (guests'
+        C(move_cost), hosts' C(move_cost_to)), see docs/planner.md.
       - Unset lets the planner choose (V(consolidate) when a power-saving expectation is given, else V(balance)).
     type: str
-    choices: [balance, consolidate]
+    choices: [balance, consolidate, cost]
   min_gain_per_gib:
     description:
       - Stability. A move that no hard expectation needs is made only if it improves the objective by at least this

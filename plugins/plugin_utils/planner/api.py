@@ -4,12 +4,13 @@ Pure and deterministic for a given ``options.seed``: the search is bounded by wo
 ``options.budget_s``; the wall clock only cuts it short on a slow or overloaded machine
 (``metrics.search.deadline_cut`` then says so).
 
-Input: ``resources`` (packing resources, default ["cpu", "mem"]), ``hosts`` (id, cap, features,
-labels, power "on"/"off", maintenance, migration_bandwidth_mbps [default 10000]), ``vms`` (id, dem,
-vcpu, mem_alloc_mib, dirty_mbps, host, requires, last_migrated_s_ago, mem_used_mib, mem_max_mib; see
-memory.py), hosts may carry ``ksm`` (parse.KSM_KEYS), ``expectations`` (types in
-``expectations.TYPES``; ``id`` defaults to "<type>-<index>", ``hard`` to true except power_saving,
-``weight`` to 1) and ``options`` (``parse.DEFAULT_OPTIONS``). A FORMAT.md instance (top-level
+Input: ``resources`` (packing resources, default ["cpu", "mem"]), ``transient_resources`` (those a guest
+still uses on the host it left), ``hosts`` (id, cap, features, labels, power "on"/"off", maintenance,
+migration_bandwidth_mbps [default 10000], move_cost_to {host: cost}), ``vms`` (id, dem, vcpu, mem_alloc_mib,
+dirty_mbps, host, requires, last_migrated_s_ago, mem_used_mib, mem_max_mib, see memory.py; move_cost,
+service), hosts may carry ``ksm`` (parse.KSM_KEYS), ``expectations`` (types in ``expectations.TYPES``; ``id``
+defaults to "<type>-<index>", ``hard`` to true except power_saving and free_ratio, ``weight`` to 1) and
+``options`` (``parse.DEFAULT_OPTIONS``). A FORMAT.md instance (top-level
 ``anti_affinity``, ``bans``, ``limits``, no ``expectations``) is accepted as is: groups become hard
 anti-affinity "aa-<i>", bans hard bans "ban-<vm>", limits the per-host migration limit, and the
 objective defaults to "consolidate" (fewest hosts, then fewest migrations).
@@ -30,6 +31,7 @@ from .errors import PlanInputError
 from .explain import build_steps, summary_lines
 from .factories import power_off_steps, power_on_steps, tune_steps
 from .memory import plan_memory
+from .objective import CostModel
 from .parse import DEFAULT_OPTIONS, parse_document
 from .schedule import ScheduleError, schedule
 from .search import _repair, ref_caps, search
@@ -46,6 +48,17 @@ POST_S_PER_GUEST = 10e-6
 POST_S_PER_MOVE = 200e-6
 PARSE_S_PER_GUEST = 10e-6
 POST_MAX_SHARE = 0.5
+# Objective "cost": wave bound per migration of the target, plus a floor (a plan needing more is mostly one
+# migration at a time; successful ROADEF plans of 400-900 migrations need under 20 waves), and the share of the
+# budget (at most COST_SCHEDULE_MAX_S) kept from the search for ordering the migrations and, when the final
+# placement cannot be ordered safely, for trying the checkpoints the search kept (bisection, 1-7 attempts).
+COST_WAVES_PER_MOVE = 0.25
+# Objective "cost": rounds of sending blocked guests elsewhere, and the most blocked guests worth it.
+REDIRECT_ROUNDS = 5
+REDIRECT_MAX = 20
+COST_WAVES_MIN = 50
+COST_SCHEDULE_SHARE = 0.1
+COST_SCHEDULE_MAX_S = 10.0
 # Share of the budget kept as a margin against timing noise (GC pauses, a busy machine).
 SAFETY_SHARE = 0.05
 # Small documents parse slowly per guest (fixed costs): never assume worse than this.
@@ -141,12 +154,21 @@ def plan_document(doc):
     pre += mem_pre
     slow = _slowdown(st, phases["parse_s"])
     reserve = _post_reserve(st, opts["budget_s"], slow)
+    if opts["objective"] == "cost":
+        reserve = max(reserve, min(COST_SCHEDULE_SHARE * opts["budget_s"], COST_SCHEDULE_MAX_S))
     t1 = time.monotonic()
     pk, reasons, stats = search(prob, deadline - reserve, deadline - 0.5 * reserve, slow * POST_S_PER_MOVE)
     stats["slowdown"] = round(slow, 2)
     phases["search_s"] = round(time.monotonic() - t1, 3)
     stats["phases"] = phases
     violations = pk.hard_violations()
+    if violations and opts["objective"] != "cost" and (cons.spread or cons.depends or st.transient):
+        # Consolidation's swaps test capacity and placement rules but not spread, depends or transient usage:
+        # a plan that breaks them gives way to the repair's.
+        rpk, rreasons, left, _f = _repair(st, cons, opts, ref_caps(st), allow_off=opts["allow_power_on"])
+        if not left and not rpk.hard_violations():
+            pk, reasons, violations = rpk, rreasons, []
+            stats["rules_fallback"] = True
     if violations:
         ref = ref_caps(st)
 
@@ -158,15 +180,7 @@ def plan_document(doc):
         return _infeasible(prob, conflicts, t0, stats)
     t1 = time.monotonic()
     try:
-        try:
-            sched = schedule(pk, list(pk.asg), opts)
-        except ScheduleError:
-            # The optimised target cannot be reached safely: fall back to the fewest required moves.
-            pk, reasons, left, _f = _repair(st, cons, opts, ref_caps(st), allow_off=opts["allow_power_on"])
-            if left or pk.hard_violations():
-                raise
-            stats["schedule_fallback"] = True
-            sched = schedule(pk, list(pk.asg), opts)
+        pk, reasons, sched = _schedule_target(prob, pk, reasons, deadline, stats)
     except ScheduleError as exc:
         ids = set()
         for i in exc.items:
@@ -211,6 +225,98 @@ def plan_document(doc):
     return {"feasible": True, "steps": steps, "waves": waves,
             "assignment": {st.vm_ids[v]: st.host_ids[final[v]] for v in range(st.n_vms) if final[v] >= 0},
             "metrics": metrics, "conflicts": [], "explain": summary_lines(prob, metrics, steps, [], soft)}
+
+
+def _schedule_target(prob, pk, reasons, deadline, stats):
+    """(Packing, Reasons, Schedule) for the search's target; when its migrations cannot be ordered safely,
+    the latest placement the cost search passed through that can be (objective "cost"), else the fewest
+    required moves. Raises ScheduleError when even those cannot be ordered."""
+    st, cons, opts = prob.state, prob.cons, prob.options
+    try:
+        return pk, reasons, schedule(pk, list(pk.asg), _wave_cap(pk, opts))
+    except ScheduleError as exc:
+        first = exc
+    if opts["objective"] == "cost":
+        final = list(pk.asg)
+        sched = _schedule_redirected(pk, reasons, opts, first.items, deadline)
+        if sched is not None:
+            stats["cost"]["redirected"] = sum(1 for i, h in enumerate(pk.asg) if h != final[i])
+            stats["cost"]["scheduled"] = round(CostModel(pk, opts["service_move_cost"]).total()["total"], 3)
+            return pk, reasons, sched
+        pk.reset(final)
+        sched = _schedule_checkpoint(pk, reasons, opts, deadline, stats)
+        if sched is not None:
+            return pk, reasons, sched
+    pk, reasons, left, _f = _repair(st, cons, opts, ref_caps(st), allow_off=opts["allow_power_on"])
+    if left or pk.hard_violations():
+        raise first
+    stats["schedule_fallback"] = True
+    return pk, reasons, schedule(pk, list(pk.asg), opts)
+
+
+def _wave_cap(pk, opts):
+    """Objective "cost": a target whose migrations need more waves than ``COST_WAVES_PER_MOVE`` of their
+    number is given up early (the scheduler otherwise bounces blocked guests between temporary hosts up to
+    three waves per move before it gives up, seconds the checkpoint fallback needs)."""
+    if opts["objective"] != "cost" or opts["max_waves"] is not None:
+        return opts
+    return dict(opts, max_waves=int(COST_WAVES_PER_MOVE * pk.migrations()) + COST_WAVES_MIN)
+
+
+def _schedule_redirected(pk, reasons, opts, blocked, deadline):
+    """Objective "cost": send the guests the scheduler could not order (a swap of two guests that fit
+    nowhere else meanwhile, say) to another host their target allows, home first, and schedule again, up to
+    ``REDIRECT_ROUNDS`` times. Returns the schedule (``pk`` on the changed target) or None."""
+    st = pk.state
+    for _round in range(REDIRECT_ROUNDS):
+        if len(blocked) > REDIRECT_MAX or time.monotonic() > deadline:
+            return None
+        # All of them out first: two guests swapping hosts can both go home only once both have left.
+        movers = [i for i in blocked if pk.nmem[i] == 1 and pk.asg[i] != pk.home[i]]
+        was = {i: pk.asg[i] for i in movers}
+        for i in movers:
+            pk.move(i, -1)
+        for i in movers:
+            dests = [pk.home[i]] + sorted((h for h in range(pk.nh) if st.power_on[h] and h != was[i]), key=pk.load)
+            dest = next((h for h in dests if h >= 0 and pk.can_place(i, h)), was[i])
+            pk.move(i, dest)
+            if dest != was[i]:
+                reasons.set(i, "objective:cost", "sent to %s: its first target could not be reached safely"
+                            % st.host_ids[dest], force=True)
+        if pk.hard_violations():
+            return None
+        try:
+            return schedule(pk, list(pk.asg), _wave_cap(pk, opts))
+        except ScheduleError as exc:
+            blocked = exc.items
+    return None
+
+
+def _schedule_checkpoint(pk, reasons, opts, deadline, stats):
+    """Schedule of the latest cost-search checkpoint the scheduler can order (bisection while time is
+    left); ``pk`` is left on that placement. None when there is none."""
+    cps = getattr(pk, "checkpoints", None) or []
+    lo, hi, found = 0, len(cps) - 1, None
+    while lo <= hi and time.monotonic() < deadline:
+        mid = (lo + hi) // 2
+        pk.reset(cps[mid][1])
+        try:
+            found = (mid, schedule(pk, list(pk.asg), _wave_cap(pk, opts)))
+            lo = mid + 1
+        except ScheduleError:
+            hi = mid - 1
+    if found is None:
+        return None
+    mid, sched = found
+    pk.reset(cps[mid][1])
+    stats["cost"]["scheduled"] = round(cps[mid][0], 3)
+    stats["cost"]["checkpoint"] = "%d of %d" % (mid + 1, len(cps))
+    text = "weighted cost %.0f -> %.0f (the lowest-cost placement the migrations can reach safely)" % (
+        stats["cost"]["before"]["total"], cps[mid][0])
+    for i, h in enumerate(pk.asg):
+        if h != pk.home[i]:
+            reasons.set(i, "objective:cost", text, force=True)
+    return sched
 
 
 def _imbalance(st, pk):

@@ -6,17 +6,21 @@ from .errors import PlanInputError
 from .state import KNOWN_RESOURCES
 
 TYPES = ("must_run", "features", "ban", "fence", "anti_affinity", "affinity", "memory_guarantee",
-         "cpu_cap", "ceiling", "power_saving", "maintenance")
+         "cpu_cap", "ceiling", "power_saving", "maintenance", "spread", "depends", "free_ratio")
+
+# Expectations that are only ever soft (a weighted cost) or only ever hard (a rule the placement keeps).
+SOFT_ONLY = ("free_ratio",)
+HARD_ONLY = ("spread", "depends")
 
 # Expectation types that are soft unless told otherwise (the rest default to hard).
-SOFT_BY_DEFAULT = ("power_saving",)
+SOFT_BY_DEFAULT = ("power_saving", "free_ratio")
 
 
 class Expectation:
     """One declared expectation; ``vms``/``hosts`` hold resolved int ids."""
 
     __slots__ = ("id", "type", "hard", "weight", "vms", "hosts", "features", "resource", "pct",
-                 "label", "min_mib", "raw")
+                 "label", "min_mib", "raw", "per", "ratio", "min_count", "on")
 
     def __init__(self, eid, etype, hard, weight, raw):
         self.id = eid
@@ -31,6 +35,10 @@ class Expectation:
         self.pct = None
         self.label = None
         self.min_mib = None
+        self.per = None         # free_ratio: the resource whose free amount sets the target
+        self.ratio = None
+        self.min_count = None   # spread: distinct label values the guests must cover
+        self.on = ()            # depends: the guests depended on
 
     def __repr__(self):
         return "Expectation(%s, %s)" % (self.id, self.type)
@@ -63,7 +71,15 @@ class Constraints:
         self.tune = {}                  # guest -> (expectation, capped cpu demand)
         self.guarantee = {}             # guest -> (expectation, min MiB)
         self.label_key = {}             # label -> per-host key (value or unique marker)
+        self.spread = []                # (expectation, vms, label, minimum distinct values)
+        self.depends = []               # (expectation, dependants, depended-on, label)
+        self.free_ratio = []            # (expectation, r free, r per, ratio, host set or None)
         self._compile(state)
+
+    def _key(self, state, label):
+        if label not in self.label_key:
+            self.label_key[label] = [state.labels[h].get(label, ("host", h)) for h in range(state.n_hosts)]
+        return self.label_key[label]
 
     def _restrict(self, v, eid):
         if self.place_exps[v] is None:
@@ -139,6 +155,15 @@ class Constraints:
                 if self.power_saving is None:
                     self.power_saving = e
                 self.may_power_off.update(range(nh) if e.hosts is None else e.hosts)
+            elif t == "spread":
+                self._key(state, e.label)
+                self.spread.append((e, list(e.vms), e.label, e.min_count))
+            elif t == "depends":
+                self._key(state, e.label)
+                self.depends.append((e, list(e.vms), list(e.on), e.label))
+            elif t == "free_ratio":
+                self.free_ratio.append((e, state.res.index(e.resource), state.res.index(e.per), e.ratio,
+                                        None if e.hosts is None else frozenset(e.hosts)))
 
     def has_soft(self):
         """True when any soft placement expectation needs the soft pass."""
@@ -234,6 +259,12 @@ def _host_list(state, raw, path):
     return out
 
 
+def _label(state, lab, path):
+    if not isinstance(lab, str) or not any(lab in lb for lb in state.labels):
+        _fail(path, "no host has label %r" % (lab,))
+    return lab
+
+
 def _hosts_by_labels(state, raw, path):
     if not isinstance(raw, dict) or not raw:
         _fail(path, "expected a non-empty mapping of label: value, got %r" % (raw,))
@@ -282,6 +313,10 @@ def parse_expectations(state, raw_list, path="expectations"):
         hard = _bool(raw.get("hard"), p + ".hard", t not in SOFT_BY_DEFAULT)
         if t == "maintenance":
             hard = True  # an emptied host is never optional
+        if hard and t in SOFT_ONLY:
+            _fail(p + ".hard", "%s is a weighted cost: it can only be soft (hard: false)" % t)
+        if not hard and t in HARD_ONLY:
+            _fail(p + ".hard", "%s can only be hard" % t)
         weight = _number(raw.get("weight", 1), p + ".weight", lo=0)
         e = Expectation(eid, t, hard, weight, raw)
         _parse_one(state, e, raw, p)
@@ -321,13 +356,35 @@ def _parse_one(state, e, raw, p):
         if res not in state.res:
             _fail(p + ".resource", "resource %r has no capacity on the hosts" % (res,))
         e.resource = res
-        e.pct = _number(raw.get("max_pct"), p + ".max_pct", lo=0, hi=1000, lo_open=True)
+        # A soft ceiling may sit at 0 %: every unit of load on its hosts then costs its weight.
+        e.pct = _number(raw.get("max_pct"), p + ".max_pct", lo=0, hi=1000, lo_open=e.hard)
         if "hosts" in raw or "labels" in raw:
             sel = _selector(state, raw, p)
             e.hosts = None if raw.get("hosts") == "*" else sel
     elif t == "power_saving":
         sel = raw.get("hosts_may_power_off", "*")
         e.hosts = _host_list(state, sel, p + ".hosts_may_power_off")
+    elif t == "spread":
+        e.vms = _vm_list(state, raw.get("vms"), p + ".vms", minimum=2)
+        e.label = _label(state, raw.get("label"), p + ".label")
+        n = raw.get("min")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(e.vms):
+            _fail(p + ".min", "expected an integer from 1 to the number of guests (%d), got %r" % (len(e.vms), n))
+        e.min_count = n
+    elif t == "depends":
+        e.vms = _vm_list(state, raw.get("vms"), p + ".vms")
+        e.on = _vm_list(state, raw.get("on"), p + ".on")
+        e.label = _label(state, raw.get("label"), p + ".label")
+    elif t == "free_ratio":
+        for key in ("resource", "per"):
+            res = raw.get(key)
+            if res not in state.res:
+                _fail("%s.%s" % (p, key), "unknown resource %r (known: %s)" % (res, ", ".join(state.res)))
+        e.resource, e.per = raw["resource"], raw["per"]
+        e.ratio = _number(raw.get("ratio"), p + ".ratio", lo=0, lo_open=True)
+        if "hosts" in raw or "labels" in raw:
+            sel = _selector(state, raw, p)
+            e.hosts = None if raw.get("hosts") == "*" else sel
     elif t == "maintenance":
         hs = raw.get("host", raw.get("hosts"))
         e.hosts = _host_list(state, hs, p + ".host")

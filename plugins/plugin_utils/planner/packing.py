@@ -22,7 +22,31 @@ class Packing:
         self._build_items(state, cons)
         self.keyf = [cons.label_key[lab] if lab is not None else None for (_e, _vms, lab) in cons.aa]
         self.aa_items = [i for i, g in enumerate(self.aa) if g]
+        self._build_groups(state, cons)
         self.reset(self.home)
+
+    def _build_groups(self, state, cons):
+        """Spread and depends rules per item, and the transient resources (kept on the host left)."""
+        ni = len(self.members)
+        self.trans = list(state.transient)
+        self.sp_key = [cons.label_key[lab] for (_e, _vms, lab, _n) in cons.spread]
+        self.sp_min = [n for (_e, _vms, _lab, n) in cons.spread]
+        self.dp_key = [cons.label_key[lab] for (_e, _d, _p, lab) in cons.depends]
+        sp_of, dp_of = [None] * ni, [None] * ni
+        for g, (_e, vms, _lab, _n) in enumerate(cons.spread):
+            for v in vms:
+                i = self.item_of[v]
+                sp_of[i] = (sp_of[i] or []) + [g]
+        for c, (_e, dep, on, _lab) in enumerate(cons.depends):
+            roles = {}
+            for v in dep:
+                roles[self.item_of[v]] = [1, 0]
+            for v in on:
+                roles.setdefault(self.item_of[v], [0, 0])[1] = 1
+            for i, (isd, isp) in roles.items():
+                dp_of[i] = (dp_of[i] or []) + [(c, isd, isp)]
+        self.sp_of, self.dp_of = sp_of, dp_of
+        self.grouped = [i for i in range(ni) if sp_of[i] or dp_of[i]]
 
     def _build_items(self, state, cons):
         nv = state.n_vms
@@ -94,6 +118,28 @@ class Packing:
                 k = h if kf is None else kf[h]
                 o = self.occ[gi]
                 o[k] = o.get(k, 0) + 1
+        if self.sp_of[i] or self.dp_of[i]:
+            self._count(i, h, 1)
+
+    def _count(self, i, h, sign):
+        """Label-value counts of the spread and depends rules item ``i`` belongs to."""
+        for g in self.sp_of[i] or ():
+            k = self.sp_key[g][h]
+            o = self.sp_occ[g]
+            n = o.get(k, 0)
+            if sign > 0 and n == 0:
+                self.sp_n[g] += 1
+            elif sign < 0 and n == 1:
+                self.sp_n[g] -= 1
+            o[k] = n + sign
+        for c, isd, isp in self.dp_of[i] or ():
+            k = self.dp_key[c][h]
+            if isd:
+                o = self.dp_d[c]
+                o[k] = o.get(k, 0) + sign
+            if isp:
+                o = self.dp_p[c]
+                o[k] = o.get(k, 0) + sign
 
     def _sub(self, i, h):
         for r in range(self.nr):
@@ -105,12 +151,20 @@ class Packing:
                 kf = self.keyf[gi]
                 k = h if kf is None else kf[h]
                 self.occ[gi][k] -= 1
+        if self.sp_of[i] or self.dp_of[i]:
+            self._count(i, h, -1)
 
     def move(self, i, h):
         """Put item ``i`` on host ``h`` (-1: take it out)."""
         old = self.asg[i]
         if old == h:
             return
+        home = self.home[i]
+        if self.trans and home >= 0 and (old == home or h == home):
+            # Leaving home leaves the transient usage behind; coming back takes it up again.
+            sign = 1 if old == home else -1
+            for r in self.trans:
+                self.resid[r][home] += sign * self.dem[r][i]
         if old >= 0:
             self._sub(i, old)
         if h >= 0:
@@ -135,6 +189,19 @@ class Packing:
             if h >= 0:
                 cnt[h] += 1
         self.cnt = cnt
+        self.resid = {r: [0] * nh for r in self.trans}
+        for i, h in enumerate(asg):
+            home = self.home[i]
+            if self.trans and home >= 0 and h != home:
+                for r in self.trans:
+                    self.resid[r][home] += self.dem[r][i]
+        self.sp_occ = [{} for _unused in self.sp_key]
+        self.sp_n = [0] * len(self.sp_key)
+        self.dp_d = [{} for _unused in self.dp_key]
+        self.dp_p = [{} for _unused in self.dp_key]
+        for i in self.grouped:
+            if asg[i] >= 0:
+                self._count(i, asg[i], 1)
         self.occ = [{} for _unused in self.cons.aa]
         for i in self.aa_items:
             h = asg[i]
@@ -184,6 +251,75 @@ class Packing:
         for r in range(self.nr):
             if used[r][h] + dem[r][i] > lim[r][h] + EPS:
                 return False
+        if self.trans:
+            # Transient usage: what guests that left ``h`` still hold there, plus ``i`` unless it returns home.
+            away = h != self.home[i]
+            for r in self.trans:
+                if used[r][h] + self.resid[r][h] + (dem[r][i] if away else 0) > lim[r][h] + EPS:
+                    return False
+        return True
+
+    def swap_fits(self, i, j):
+        """Capacity (transient usage included) once items ``i`` and ``j`` exchange hosts."""
+        a, b = self.asg[i], self.asg[j]
+        used, dem, lim = self.used, self.dem, self.lim
+        for r in range(self.nr):
+            x = dem[r][i] - dem[r][j]
+            if used[r][b] + x > lim[r][b] + EPS or used[r][a] - x > lim[r][a] + EPS:
+                return False
+        if self.trans:
+            # A guest leaving its home leaves its transient usage there; one arriving home takes it up again.
+            hi, hj = self.home[i], self.home[j]
+            for r in self.trans:
+                di, dj = dem[r][i], dem[r][j]
+                at_b = (di if b != hi else 0) - (dj if b != hj else 0)
+                at_a = (dj if a != hj else 0) - (di if a != hi else 0)
+                if used[r][b] + self.resid[r][b] + at_b > lim[r][b] + EPS or \
+                        used[r][a] + self.resid[r][a] + at_a > lim[r][a] + EPS:
+                    return False
+        return True
+
+    def rules_ok(self, i, h):
+        """Spread and depends rules still hold once item ``i`` is on ``h`` (a rule already broken at the
+        start, e.g. while guests are unplaced, is not made worse)."""
+        cur = self.asg[i]
+        for g in self.sp_of[i] or ():
+            kf = self.sp_key[g]
+            kh = kf[h]
+            o = self.sp_occ[g]
+            n = self.sp_n[g] + (o.get(kh, 0) == 0)
+            if cur >= 0:
+                kc = kf[cur]
+                if kc == kh:
+                    continue
+                n -= o[kc] == 1
+            if n < self.sp_min[g] and n < self.sp_n[g]:
+                return False
+        for c, isd, isp in self.dp_of[i] or ():
+            kf = self.dp_key[c]
+            kh = kf[h]
+            kc = kf[cur] if cur >= 0 else None
+            if kc == kh:
+                continue
+            d, p = self.dp_d[c], self.dp_p[c]
+            if d.get(kh, 0) + isd > 0 and p.get(kh, 0) + isp == 0:
+                return False
+            if kc is not None and d.get(kc, 0) - isd > 0 and p.get(kc, 0) - isp == 0:
+                return False
+        return True
+
+    def rules_hold(self, i, a, b):
+        """Item ``i``'s spread and depends rules hold now, looking at the label values of hosts ``a`` and
+        ``b`` (the only ones a move or swap between them changes)."""
+        for g in self.sp_of[i] or ():
+            if self.sp_n[g] < self.sp_min[g]:
+                return False
+        for c, _isd, _isp in self.dp_of[i] or ():
+            kf = self.dp_key[c]
+            d, p = self.dp_d[c], self.dp_p[c]
+            for k in (kf[a], kf[b]):
+                if d.get(k, 0) > 0 and p.get(k, 0) == 0:
+                    return False
         return True
 
     def aa_ok(self, i, h):
@@ -204,13 +340,17 @@ class Packing:
 
     def can_place(self, i, h):
         """Capacity first: it is the cheapest test and the one that fails most."""
-        return self.fits(i, h) and self.allowed(i, h) and self.aa_ok(i, h)
+        return self.fits(i, h) and self.allowed(i, h) and self.aa_ok(i, h) and \
+            (not (self.sp_of[i] or self.dp_of[i]) or self.rules_ok(i, h))
 
     def over(self, h):
         """True when host ``h`` exceeds a hard limit."""
         used, lim = self.used, self.lim
         for r in range(self.nr):
             if used[r][h] > lim[r][h] + EPS:
+                return True
+        for r in self.trans:
+            if used[r][h] + self.resid[r][h] > lim[r][h] + EPS:
                 return True
         return False
 
@@ -269,8 +409,19 @@ class Packing:
                 if self.used[r][h] > self.lim[r][h] + EPS:
                     out.append((self.cons.limit_exp[r][h] or "capacity",
                                 "host %s %s %.0f > limit %.0f" % (st.host_ids[h], st.res[r], self.used[r][h], self.lim[r][h])))
+            for r in self.trans:
+                if self.used[r][h] + self.resid[r][h] > self.lim[r][h] + EPS:
+                    out.append((self.cons.limit_exp[r][h] or "capacity", "host %s %s %.0f with guests that left > limit %.0f"
+                                % (st.host_ids[h], st.res[r], self.used[r][h] + self.resid[r][h], self.lim[r][h])))
         for gi, o in enumerate(self.occ):
             for k, n in o.items():
                 if n > 1:
                     out.append((cons.aa[gi][0].id, "%d guests of %s share %s" % (n, cons.aa[gi][0].id, k)))
+        for g, (e, _vms, lab, n) in enumerate(cons.spread):
+            if self.sp_n[g] < n:
+                out.append((e.id, "%s covers %d %s value(s) < %d" % (e.id, self.sp_n[g], lab, n)))
+        for c, (e, _d, _p, lab) in enumerate(cons.depends):
+            for k, n in self.dp_d[c].items():
+                if n > 0 and self.dp_p[c].get(k, 0) == 0:
+                    out.append((e.id, "%s: %s %s holds %d dependant guest(s) and none they depend on" % (e.id, lab, k, n)))
         return out

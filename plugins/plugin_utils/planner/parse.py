@@ -22,8 +22,10 @@ DEFAULT_OPTIONS = {
     "balance_threshold_pct": 10.0,   # balance: only hosts more than this many points above the mean load give guests
     "cooldown_s": 600.0,             # a guest migrated less than this ago only moves when a hard expectation needs it
     "migration_budget": None,        # max optional migrations per run (None = unlimited; required moves always count)
-    "objective": None,               # "consolidate" | "balance"; None = consolidate for FORMAT.md instances or
-                                     # when a power_saving expectation exists, else balance
+    "objective": None,               # "consolidate" | "balance" | "cost"; None = consolidate for FORMAT.md instances
+                                     # or when a power_saving expectation exists, else balance; "cost" minimises
+                                     # the weighted cost (objective.py): soft expectations by weight plus move costs
+    "service_move_cost": 0,          # cost: added per guest of the service with the most migrated guests
     "allow_power_on": True,          # powered-off hosts may be switched on when capacity is short
     "temp_hosts": True,              # the scheduler may route a guest via a temporary host to break cycles
     "max_waves": None,               # refuse plans needing more waves (None: no limit; the scheduler still stops
@@ -95,8 +97,9 @@ def _parse_options(doc):
     mb = opt["migration_budget"]
     if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int) or mb < 0):
         _fail("options.migration_budget", "expected null or an integer >= 0, got %r" % (mb,))
-    if opt["objective"] not in (None, "consolidate", "balance"):
-        _fail("options.objective", "expected 'consolidate' or 'balance', got %r" % (opt["objective"],))
+    if opt["objective"] not in (None, "consolidate", "balance", "cost"):
+        _fail("options.objective", "expected 'consolidate', 'balance' or 'cost', got %r" % (opt["objective"],))
+    _number(opt["service_move_cost"], "options.service_move_cost", lo=0)
     for k in ("allow_power_on", "temp_hosts"):
         opt[k] = _bool(opt[k], "options." + k, True)
     mw = opt["max_waves"]
@@ -208,6 +211,17 @@ def parse_document(doc):
             _fail(p + ".labels", "expected a mapping, got %r" % (labels,))
         if h.get("ksm") is not None:
             _check_ksm(h["ksm"], p + ".ksm")
+    for i, h in enumerate(hosts):
+        mc = h.get("move_cost_to")
+        if mc is None:
+            continue
+        p = "hosts[%d](%s).move_cost_to" % (i, h["id"])
+        if not isinstance(mc, dict):
+            _fail(p, "expected a mapping of host id: cost, got %r" % (mc,))
+        for k, c in mc.items():
+            if k not in seen:
+                _fail(p, "unknown host %r" % (k,))
+            _number(c, "%s.%s" % (p, k), lo=0)
     vseen = set()
     for i, v in enumerate(vms):
         p = "vms[%d]" % i
@@ -225,10 +239,12 @@ def parse_document(doc):
             _fail(p + ".host", "unknown host %r" % (v["host"],))
         if v.get("vcpu") is not None and (isinstance(v["vcpu"], bool) or not isinstance(v["vcpu"], int) or v["vcpu"] < 1):
             _fail(p + ".vcpu", "expected an integer >= 1, got %r" % (v["vcpu"],))
-        for k in ("mem_alloc_mib", "dirty_mbps", "last_migrated_s_ago", "mem_used_mib", "mem_max_mib"):
+        for k in ("mem_alloc_mib", "dirty_mbps", "last_migrated_s_ago", "mem_used_mib", "mem_max_mib", "move_cost"):
             x = v.get(k)
             if x is not None and (type(x) not in (int, float) or x < 0):
                 _number(x, "%s.%s" % (p, k), lo=0)
+        if v.get("service") is not None and not isinstance(v["service"], str):
+            _fail(p + ".service", "expected a string, got %r" % (v["service"],))
         req = v.get("requires") or []
         if not isinstance(req, list) or not all(isinstance(f, str) for f in req):
             _fail(p + ".requires", "expected a list of strings, got %r" % (req,))
@@ -243,7 +259,15 @@ def parse_document(doc):
         if isinstance(e, dict) and e.get("type") == "ceiling" and e.get("resource") in _known(res) \
                 and e["resource"] not in tracked and all(e["resource"] in (h.get("cap") or {}) for h in hosts):
             tracked.append(e["resource"])
-    state = State(tracked, res, hosts, vms)
+    transient = doc.get("transient_resources") or []
+    if not isinstance(transient, list):
+        _fail("transient_resources", "expected a list of resource names, got %r" % (transient,))
+    for i, r in enumerate(transient):
+        # A transient resource stays in use on the host a guest left (e.g. a local disk image kept until the
+        # migration is confirmed), so that host keeps room for it.
+        if r not in res:
+            _fail("transient_resources[%d]" % i, "%r is not a packing resource (resources: %s)" % (r, ", ".join(res)))
+    state = State(tracked, res, hosts, vms, transient)
     exps = parse_expectations(state, raw_exps)
     opt = _parse_options(doc)
     cons = Constraints(state, exps)

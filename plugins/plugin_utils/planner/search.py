@@ -10,6 +10,7 @@ import random
 import time
 
 from .consolidate import consolidate, empty_within_budget, spread_arrivals
+from .costsearch import improve_cost
 from .packing import Packing
 from .soft import improve_soft
 
@@ -341,12 +342,14 @@ def search(problem, deadline=None, hard_deadline=None, post_per_move=0.0):
     stats["unplaced"] = len(left)
     # Everything the repair moved is required (guests it ejected to make room included).
     stats["required_migrations"] = pk.migrations() + pk.stray
-    if not left and cons.has_soft():
+    if not left and cons.has_soft() and opts["objective"] != "cost":
         before = pk.migrations()
         stats["soft_moves"] = improve_soft(pk, reasons, deadline, opts["objective"] == "consolidate", budget)
         if budget is not None:
             budget = max(0, budget - (pk.migrations() - before))
-    if not left and opts["objective"] == "balance":
+    if not left and opts["objective"] == "cost":
+        stats["cost_moves"] = improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move)
+    elif not left and opts["objective"] == "balance":
         stats["iterations"] += balance(pk, reasons, deadline, opts, budget)
     elif not left and budget:
         # Consolidating under a migration budget the full plan exceeds: empty what the budget allows.

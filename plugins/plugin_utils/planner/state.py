@@ -18,10 +18,12 @@ class State:
 
     __slots__ = ("res", "packing", "host_ids", "host_index", "cap", "features", "fmask", "labels",
                  "power_on", "maintenance", "bw_mbps", "vm_ids", "vm_index", "dem", "mem_alloc",
-                 "vcpu", "dirty", "host_of", "requires", "last_migrated", "used", "feature_bits")
+                 "vcpu", "dirty", "host_of", "requires", "last_migrated", "used", "feature_bits",
+                 "transient", "move_cost", "host_move_cost", "service")
 
-    def __init__(self, res, packing, hosts, vms):
-        """``hosts``/``vms`` are lists of plain dicts already validated by the parser."""
+    def __init__(self, res, packing, hosts, vms, transient=()):
+        """``hosts``/``vms`` are lists of plain dicts already validated by the parser; ``transient`` names
+        the resources a migrated guest keeps using on the host it left (see the parser)."""
         self.res = list(res)
         self.packing = list(packing)
         self.host_ids = [h["id"] for h in hosts]
@@ -43,6 +45,15 @@ class State:
         self.host_of = [self.host_index[v["host"]] if v.get("host") is not None else -1 for v in vms]
         self.requires = [self.mask_of(v.get("requires") or ()) for v in vms]
         self.last_migrated = [v.get("last_migrated_s_ago") for v in vms]
+        self.transient = [r for r, name in enumerate(self.res) if name in transient]
+        # Move costs (objective "cost"): a guest's own, and per (source, destination) host pair; a guest's
+        # service (index, or -1) for the cost of the most-moved service.
+        self.move_cost = [v.get("move_cost") or 0 for v in vms]
+        self.host_move_cost = [{self.host_index[k]: c for k, c in (h.get("move_cost_to") or {}).items() if c}
+                               for h in hosts]
+        names = {}
+        self.service = [names.setdefault(v["service"], len(names)) if v.get("service") is not None else -1
+                        for v in vms]
         self.used = None
         self.recompute()
 

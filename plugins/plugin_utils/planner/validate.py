@@ -157,6 +157,7 @@ def check_plan(doc, result, check_expectations=True):
         for e, vms in cons.aff:
             if len({final.get(st.vm_ids[v]) for v in vms}) > 1:
                 errs.append("affinity %s split at the end" % e.id)
+        _final_rules(st, cons, final, init, dem, limit, errs)
         off = {s["host"] for s in result.get("steps", []) if s.get("kind") == "power_off"}
         for vm, h in final.items():
             if h in off:
@@ -165,6 +166,36 @@ def check_plan(doc, result, check_expectations=True):
                     s.get("kind") == "power_on" and s.get("host") == h for s in result.get("steps", [])):
                 errs.append("%s ends on host %s that is off" % (vm, h))
     return errs
+
+
+def _final_rules(st, cons, final, init, dem, limit, errs):
+    """Spread, depends and transient usage on the final placement."""
+    hidx = st.host_index
+
+    def keys(vms, lab):
+        return [cons.label_key[lab][hidx[final[st.vm_ids[v]]]] for v in vms
+                if final.get(st.vm_ids[v]) in hidx]
+    for e, vms, lab, n in cons.spread:
+        got = len(set(keys(vms, lab)))
+        if got < n:
+            errs.append("spread %s covers %d %s value(s) < %d at the end" % (e.id, got, lab, n))
+    for e, dep, on, lab in cons.depends:
+        missing = set(keys(dep, lab)) - set(keys(on, lab))
+        if missing:
+            errs.append("depends %s: %s %s holds dependants and none they depend on at the end" % (
+                e.id, lab, sorted(map(str, missing))[0]))
+    for r in st.transient:
+        # A guest that left its host still holds its transient usage there.
+        held = {}
+        for vm, h in final.items():
+            if vm in dem and h in hidx:
+                held[h] = held.get(h, 0) + dem[vm][r]
+                if init.get(vm) not in (None, h):
+                    held[init[vm]] = held.get(init[vm], 0) + dem[vm][r]
+        for h, x in held.items():
+            if x > limit(r, hidx[h]) + EPS:
+                errs.append("%s %s %.0f with guests that left > %.0f at the end (transient)" % (
+                    h, st.res[r], x, limit(r, hidx[h])))
 
 
 def _affinity_bundles(st, cons):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import sys
@@ -26,6 +27,12 @@ def _load(name):
 
 rm = _load("roadef_model")
 rc = _load("roadef_cost")
+roadef_cli = _load("roadef")
+
+# pylint: disable=wrong-import-position
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.objective import CostModel  # noqa: E402
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.packing import Packing  # noqa: E402
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.parse import parse_document  # noqa: E402
 
 # Tiny instance, by hand (challenge format):
 #   r0 transient, load weight 10; r1 not transient, load weight 1
@@ -186,11 +193,18 @@ def test_mapping_onto_planner_document(tiny):
     assert ceil == [("cpu", 40.0, 10, ("m2",)), ("cpu", 80.0, 10, ("m0", "m1")), ("mem", 50.0, 1, ("m0", "m1", "m2"))]
     assert all(not e["hard"] for e in by_id.values() if e["type"] == "ceiling")
     assert by_id["service-0"]["vms"] == ["p0", "p1"] and by_id["service-0"]["hard"]
-    assert by_id["spread-0"]["spread_label"] == "location" and by_id["spread-0"]["vms"] == ["p0", "p1"]
-    fences = [e for e in by_id.values() if e["type"] == "fence"]
-    # s0 is depended on: p0, p1 stay in neighbourhood 0; s1 depends on s0 (only in n0): p2 too.
-    assert len(fences) == 1 and fences[0]["vms"] == ["p0", "p1", "p2"] and fences[0]["hosts"] == ["m0", "m1"]
-    assert notes["transient_resources"] == [0]
+    assert by_id["spread-0"] == {"id": "spread-0", "type": "spread", "vms": ["p0", "p1"], "label": "location",
+                                 "min": 2, "hard": True}
+    # s1 depends on s0: every neighbourhood holding p2 must hold a process of s0 (exact rule, no fence).
+    assert by_id["dependency-1-0"] == {"id": "dependency-1-0", "type": "depends", "vms": ["p2"], "on": ["p0", "p1"],
+                                       "label": "neighborhood", "hard": True}
+    assert not [e for e in by_id.values() if e["type"] == "fence"]
+    assert by_id["balance-0"] == {"id": "balance-0", "type": "free_ratio", "resource": "mem", "per": "cpu",
+                                  "ratio": 1, "weight": 2, "hard": False}
+    assert doc["transient_resources"] == ["cpu"] and notes["transient_resources"] == [0]
+    assert doc["vms"][3]["move_cost"] == 4 and doc["vms"][3]["service"] == "s2"
+    assert doc["hosts"][0]["move_cost_to"] == {"m1": 100, "m2": 200}
+    assert doc["options"]["objective"] == "cost" and doc["options"]["service_move_cost"] == 10
     assert "x_roadef" in doc
 
 
@@ -264,3 +278,44 @@ def test_more_than_four_resources_are_all_mapped():
     assert doc["resources"] == ["r0", "r1", "r2", "r3", "r4", "r5"]
     assert doc["vms"][0]["dem"] == {"r0": 1, "r1": 9, "r2": 2, "r3": 8, "r4": 1, "r5": 5}
     assert notes["resources_unmapped"] == []
+
+
+def test_planner_cost_model_is_the_challenge_objective(tiny):
+    """The planner's own weighted cost of the mapped document equals the challenge's exact cost, for the
+    initial assignment and for every other assignment of the tiny instance."""
+    inst, _unused = tiny
+    doc, _notes = rm.to_document(inst, budget_s=1.0)
+    doc.pop("x_roadef")
+    prob = parse_document(doc)
+    for a in itertools.product(range(inst.M), repeat=inst.P):
+        pk = Packing(prob.state, prob.cons, [True] * inst.M)
+        for p, m in enumerate(a):
+            pk.move(p, m)
+        assert CostModel(pk, doc["options"]["service_move_cost"]).total()["total"] == pytest.approx(
+            rc.cost(inst, np.array(a))["total"]), a
+        # and the planner's hard rules are the challenge's hard constraints
+        assert (not pk.hard_violations()) == (not rc.violations(inst, np.array(a))), a
+
+
+@pytest.mark.parametrize("name", ["a1_1", "a1_2", "a2_1", "a2_4"])
+def test_planner_cost_model_reproduces_initial_costs(name):
+    if not os.path.isdir(_DATA):
+        pytest.skip("shared ROADEF data not present")
+    inst = rm.parse_model(os.path.join(_DATA, "model_%s.txt" % name), os.path.join(_DATA, "assignment_%s.txt" % name))
+    doc, _notes = rm.to_document(inst, budget_s=1.0)
+    doc.pop("x_roadef")
+    prob = parse_document(doc)
+    pk = Packing(prob.state, prob.cons, [True] * inst.M)
+    assert CostModel(pk, inst.w_smc).total()["total"] == pytest.approx(rc.cost(inst, inst.a0)["total"], rel=1e-12)
+    assert not pk.hard_violations()
+
+
+def test_planner_answer_is_scored_as_predicted(tiny, tmp_path):
+    """bench/roadef.py end to end on the tiny instance: the written solution is valid and its exact cost is the
+    cost the planner predicted."""
+    inst, path = tiny
+    res, sol = roadef_cli.solve(str(path / "model_tiny.txt"), str(path / "assignment_tiny.txt"), 1.0)
+    assert res["valid"] and res["fallback"] is None
+    assert res["cost"] <= res["initial_cost"]
+    assert res["cost"] == pytest.approx(res["planner"]["search"]["cost"]["after"]["total"])
+    assert not rc.violations(inst, sol)

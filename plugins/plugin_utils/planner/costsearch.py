@@ -1,0 +1,274 @@
+"""Local search for objective "cost": move one guest, or swap two, to lower the weighted cost
+(objective.py) while every hard expectation keeps holding.
+
+Late acceptance hill climbing (Burke and Bykov): a candidate is taken when it costs no more than the
+current placement or than the placement ``HISTORY`` iterations ago, so the search can cross ridges of a
+few worse moves yet needs no temperature schedule to tune per instance. Candidates are priced before
+they are checked (pricing is arithmetic; the hard checks walk groups), and only candidates that would
+be taken are checked. The best placement is kept by a journal of the moves made since it was reached:
+the search returns to it at the end, and restarts from it when it has drifted too far.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .objective import CostModel
+
+# Candidates priced per second on the 2-core reference machine when idle (12 resources, 1,000 guests:
+# 60,000-90,000/s measured with bench/roadef.py on a2_2-a2_5): the work bound of a run is
+# budget_s x this, so a run is the same on a fast or an idle machine; the deadline only cuts it short.
+ITERATIONS_PER_S = 150000
+# Late-acceptance history: long enough to leave a local optimum of one move, short enough that the
+# accepted cost keeps falling within a few seconds' work (tried 500-20,000 on ROADEF a1_2-a2_5).
+HISTORY = 300
+# Share of candidates that swap two guests (the rest move one): swaps keep full hosts full.
+SWAP_SHARE = 0.5
+# Journal length, in movable guests, after which the search returns to its best placement.
+RESTART_AFTER = 20
+# Share of rejected single moves that try an ejection chain, and guests of the destination tried each time.
+CHAIN_SHARE = 0.2
+CHAIN_TRIES = 8
+# Share of single moves of a guest away from home that try its home host (where it uses no new capacity).
+HOME_SHARE = 0.1
+# The wall clock is read once per this many candidates; the hosts that cost something are listed anew.
+CHECK_EVERY = 1024
+# Share of candidates that take a guest from a host that costs something (above a soft ceiling, short of
+# a free ratio): most of the cost sits there, so most of the gain does.
+FOCUS_SHARE = 0.5
+# Placements kept on the way (new best ones, at most one per this share of the work): when the scheduler
+# cannot order the migrations to the final one safely, api.py falls back to the latest it can order.
+CHECKPOINT_SHARE = 0.02
+MAX_CHECKPOINTS = 40
+
+
+def _swap(pk, i, j, a, b):
+    """Exchange the hosts of items ``i`` (on ``a``) and ``j`` (on ``b``) if every hard rule holds."""
+    pk.move(i, -1)
+    if pk.can_place(j, a):
+        pk.move(j, a)
+        if pk.can_place(i, b):
+            pk.move(i, b)
+            if pk.rules_hold(i, a, b) and pk.rules_hold(j, a, b):
+                return True
+            pk.move(i, -1)
+        pk.move(j, b)
+    pk.move(i, a)
+    return False
+
+
+def _chain(pk, model, i, a, b, d, thr, on_host, hosts, rand, home, cap, moved):
+    """Move ``i`` from ``a`` to ``b``, then one of ``b``'s guests on to some host so that the two cost at
+    most ``thr`` together. Returns (guest item, its new host, its cost change, its migrations change) with
+    both moves made, or None with nothing changed."""
+    if not pk.can_place(i, b):
+        return None
+    pk.move(i, b)
+    model.moved(i, a, b)
+    items = on_host[b]
+    for _try in range(CHAIN_TRIES):
+        k = items[int(rand() * len(items))] if items else i
+        c = hosts[int(rand() * len(hosts))]
+        if k == i or pk.asg[k] != b or c == b:
+            continue
+        d2 = model.shift_delta(k, c)
+        dm2 = (c != home[k]) - (b != home[k])
+        if d + d2 <= thr and (cap is None or moved + dm2 <= cap) and pk.can_place(k, c):
+            pk.move(k, c)
+            model.moved(k, b, c)
+            return k, c, d2, dm2
+    pk.move(i, a)
+    model.moved(i, b, a)
+    return None
+
+
+def _home_if_free(pk, model):
+    """Send back home every moved guest whose move gains nothing (a plateau the search wandered over): a
+    migration that buys nothing is not worth its risk. Returns how many went back."""
+    back = 0
+    for i, h in enumerate(pk.asg):
+        home = pk.home[i]
+        if h == home or home < 0 or pk.nmem[i] != 1 or pk.pinned[i]:
+            continue
+        if model.shift_delta(i, home) <= 0 and pk.can_place(i, home):
+            pk.move(i, home)
+            model.moved(i, h, home)
+            back += 1
+    return back
+
+
+def _undo(pk, model, journal):
+    for i, was in reversed(journal):
+        now = pk.asg[i]
+        pk.move(i, was)
+        model.moved(i, now, was)
+    journal.clear()
+
+
+def _costly_hosts(model, hosts):
+    """Hosts with a positive load or free-ratio term, and the items on each (O(items + hosts x resources))."""
+    pk = model.pk
+    used, cap = pk.used, model.cap
+    out = []
+    for h in hosts:
+        hot = False
+        for r, row in enumerate(model.ceil):
+            for lim, _w in row[h] or ():
+                if used[r][h] > lim:
+                    hot = True
+        for rf, rp, k, _w in model.ratio_at[h]:
+            if k * (cap[rp][h] - used[rp][h]) > cap[rf][h] - used[rf][h]:
+                hot = True
+        if hot:
+            out.append(h)
+    return out
+
+
+def _keep(checkpoints, cost, asg):
+    checkpoints.append((cost, list(asg)))
+    if len(checkpoints) > MAX_CHECKPOINTS:
+        # Thin out the older half: the latest placements are the ones worth falling back to.
+        del checkpoints[1:MAX_CHECKPOINTS // 2:2]
+
+
+def _rounded(cost):
+    return {k: round(x, 3) for k, x in cost.items()}
+
+
+def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
+    """Lower the weighted cost of ``pk``'s placement until ``deadline`` or the work bound. Returns the
+    number of moves made (``stats["cost"]`` has the cost by term before and after)."""
+    # pylint: disable=too-many-locals,too-many-branches,too-many-statements
+    model = CostModel(pk, opts["service_move_cost"])
+    st = pk.state
+    asg = pk.asg
+    movable = [i for i in range(len(asg)) if pk.nmem[i] == 1 and not pk.pinned[i] and asg[i] >= 0]
+    hosts = [h for h in range(pk.nh) if pk.usable[h] and st.power_on[h]]
+    before = model.total()
+    stats["cost"] = {"before": _rounded(before)}
+    cur = best = before["total"]
+    work = int(opts["budget_s"] * ITERATIONS_PER_S)
+    it = made = 0
+    if len(movable) < 2 or len(hosts) < 2:
+        work = 0
+    hist = [cur] * HISTORY
+    journal = []
+    rand = rng.random
+    nmov, nhosts = len(movable), len(hosts)
+    limit_journal = RESTART_AFTER * nmov
+    home = pk.home
+    # options.migration_budget: optional migrations on top of what the repair needed.
+    budget = opts["migration_budget"]
+    moved = pk.migrations()
+    cap = None if budget is None else moved + budget
+    stop = deadline
+    cut = False
+    movable_set = set(movable)
+    hot, on_host = [], None
+    checkpoints = pk.checkpoints = []
+    next_checkpoint = 0
+    while it < work:
+        if it % CHECK_EVERY == 0:
+            if best <= 0:
+                break
+            hot = _costly_hosts(model, hosts)
+            if it % (16 * CHECK_EVERY) == 0 or on_host is None:
+                on_host = pk.items_by_host()
+                on_host = [[i for i in items if i in movable_set] for items in on_host]
+            if it % (16 * CHECK_EVERY) == 0:
+                # Leave the scheduler and the explanation the time their migrations take.
+                stop = deadline - post_per_move * pk.migrations()
+            if time.monotonic() > stop:
+                cut = True
+                break
+        it += 1
+        if hot and rand() < FOCUS_SHARE:
+            items = on_host[hot[int(rand() * len(hot))]]
+            if not items:
+                continue
+            i = items[int(rand() * len(items))]
+        else:
+            i = movable[int(rand() * nmov)]
+        a = asg[i]
+        if rand() < SWAP_SHARE:
+            j = movable[int(rand() * nmov)]
+            b = asg[j]
+            if b == a or not pk.swap_fits(i, j):
+                continue
+            d = model.swap_delta(i, j)
+            if d is None:
+                continue
+        else:
+            j = -1
+            if a != home[i] and rand() < HOME_SHARE:
+                b = home[i]     # back home: its transient usage is there already
+            else:
+                b = hosts[int(rand() * nhosts)]
+            if b == a or (not pk.fits(i, b) and rand() >= CHAIN_SHARE):
+                continue
+            d = model.shift_delta(i, b)
+        slot = it % HISTORY
+        thr = hist[slot] - cur
+        if thr < 0:
+            thr = 0
+        dm = (b != home[i]) - (a != home[i])
+        if j >= 0:
+            dm += (a != home[j]) - (b != home[j])
+        if cap is not None and moved + dm > cap:
+            continue
+        if d > thr:
+            if j >= 0 or rand() >= CHAIN_SHARE:
+                continue
+            # Ejection chain: the move overloads ``b``; one of ``b``'s guests may move on and pay for both.
+            chained = _chain(pk, model, i, a, b, d, thr, on_host, hosts, rand, home, cap, moved + dm)
+            if chained is None:
+                continue
+            k, c, d2, dm2 = chained
+            journal.append((i, a))
+            journal.append((k, b))
+            on_host[b].append(i)
+            on_host[c].append(k)
+            d += d2
+            dm += dm2
+        elif j < 0:
+            if not pk.can_place(i, b):
+                continue
+            pk.move(i, b)
+            model.moved(i, a, b)
+            journal.append((i, a))
+            on_host[b].append(i)
+        else:
+            if not _swap(pk, i, j, a, b):
+                continue
+            model.moved(i, a, b)
+            model.moved(j, b, a)
+            journal.append((i, a))
+            journal.append((j, b))
+            on_host[b].append(i)
+            on_host[a].append(j)
+        new = cur + d
+        made += 1
+        moved += dm
+        cur = new
+        if cur < best - 1e-6:
+            best = cur
+            journal.clear()
+            if it >= next_checkpoint:
+                _keep(checkpoints, best, asg)
+                next_checkpoint = it + int(CHECKPOINT_SHARE * work)
+        elif len(journal) > limit_journal:
+            _undo(pk, model, journal)
+            cur = best
+            moved = pk.migrations()
+        if cur < hist[slot]:
+            hist[slot] = cur
+    _undo(pk, model, journal)
+    stats["cost"]["sent_home"] = _home_if_free(pk, model)
+    after = model.total()
+    stats["cost"]["after"] = _rounded(after)
+    stats["cost"].update(candidates=it, accepted=made, work_bound=work, deadline_cut=cut)
+    text = "weighted cost %.0f -> %.0f" % (before["total"], after["total"])
+    for i, h in enumerate(asg):
+        if h != pk.home[i]:
+            reasons.set(i, "objective:cost", text)
+    return made

@@ -1,0 +1,223 @@
+"""Objective "cost": weighted soft expectations, move costs, transient resources, spread and depends rules."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.api import plan_document
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.errors import PlanInputError
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.objective import CostModel
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.packing import Packing
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.parse import parse_document
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.validate import check_plan
+
+from .planner_helpers import doc, host, vm
+
+
+def plan(d):
+    res = plan_document(d)
+    assert check_plan(d, res) == []
+    return res
+
+
+def soft_ceiling(hosts, pct=50, weight=1, resource="cpu", eid=None):
+    return {"id": eid or "ceil-%s-%s" % (resource, pct), "type": "ceiling", "resource": resource, "max_pct": pct,
+            "hard": False, "weight": weight, "hosts": hosts}
+
+
+def test_cost_moves_a_guest_when_the_overload_costs_more_than_the_move():
+    # h1 holds 6000 of 10000 cpu under a 50 % soft ceiling: 1000 units over, weight 1 -> cost 1000.
+    vms = [vm("a", "h1", cpu=3000, move_cost=200), vm("b", "h1", cpu=3000, move_cost=200)]
+    d = doc([host("h1"), host("h2")], vms, [soft_ceiling(["h1", "h2"])], objective="cost", budget_s=0.5)
+    res = plan(d)
+    assert res["metrics"]["migrations"] == 1
+    cost = res["metrics"]["search"]["cost"]
+    assert cost["before"]["load"] == 1000 and cost["after"]["load"] == 0
+    assert cost["after"]["moves"] == 200 and cost["after"]["total"] == 200
+    step = [s for s in res["steps"] if s["kind"] == "migrate"][0]
+    assert step["reason"]["expectation"] == "objective:cost"
+
+
+def test_cost_keeps_a_guest_when_the_move_costs_more():
+    vms = [vm("a", "h1", cpu=3000, move_cost=5000), vm("b", "h1", cpu=3000, move_cost=5000)]
+    d = doc([host("h1"), host("h2")], vms, [soft_ceiling(["h1", "h2"])], objective="cost", budget_s=0.5)
+    res = plan(d)
+    assert res["metrics"]["migrations"] == 0
+    assert res["metrics"]["search"]["cost"]["after"]["total"] == 1000
+
+
+def test_host_move_cost_steers_the_destination():
+    hosts = [host("h1", move_cost_to={"h2": 900, "h3": 10}), host("h2"), host("h3")]
+    vms = [vm("a", "h1", cpu=3000), vm("b", "h1", cpu=3000)]
+    d = doc(hosts, vms, [soft_ceiling(["h1", "h2", "h3"])], objective="cost", budget_s=0.5)
+    res = plan(d)
+    assert {s["to"] for s in res["steps"] if s["kind"] == "migrate"} == {"h3"}
+    assert res["metrics"]["search"]["cost"]["after"]["total"] == 10
+
+
+def test_free_ratio_is_a_weighted_cost():
+    # Keep at least as much free memory as free cpu: h1 has free cpu 9000 and free memory 1000 -> 8000.
+    hosts = [host("h1"), host("h2")]
+    vms = [vm("a", "h1", cpu=1000, mem=9000), vm("b", "h2", cpu=9000, mem=1000)]
+    ratio = {"id": "spare", "type": "free_ratio", "resource": "mem", "per": "cpu", "ratio": 1, "weight": 2}
+    d = doc(hosts, vms, [ratio], objective="cost", budget_s=0.5)
+    prob = parse_document(d)
+    pk = Packing(prob.state, prob.cons, [True, True])
+    assert CostModel(pk).total()["free_ratio"] == 2 * 8000
+    # Both guests on one host leave nothing free there and all of the other host free: no cost.
+    res = plan(d)
+    assert res["metrics"]["search"]["cost"]["after"]["free_ratio"] == 0
+    assert res["metrics"]["migrations"] == 1
+
+
+def test_transient_usage_stays_on_the_host_left():
+    # disk is transient: a guest that leaves h1 still holds its 6 there, so nothing new fits on h1.
+    hosts = [{"id": h, "cap": {"cpu": 10000, "disk": 10}} for h in ("h1", "h2", "h3")]
+    vms = [{"id": "a", "dem": {"cpu": 6000, "disk": 6}, "host": "h1"},
+           {"id": "b", "dem": {"cpu": 1000, "disk": 6}, "host": "h2"}]
+    # b would rather be on h1 (soft fence), a off it (soft ban): a swap, which the transient disk forbids.
+    exps = [{"id": "b-on-h1", "type": "fence", "vms": ["b"], "hosts": ["h1"], "hard": False, "weight": 100},
+            {"id": "a-off-h1", "type": "ban", "vms": ["a"], "hosts": ["h1"], "hard": False, "weight": 100}]
+    d = {"resources": ["cpu", "disk"], "transient_resources": ["disk"], "hosts": hosts, "vms": vms,
+         "expectations": exps, "options": {"objective": "cost", "budget_s": 0.5}}
+    res = plan(d)
+    assert res["assignment"]["b"] != "h1"
+    assert res["assignment"]["a"] in ("h2", "h3")      # a may still leave: h2/h3 have room
+    prob = parse_document(d)
+    pk = Packing(prob.state, prob.cons, [True] * 3)
+    pk.move(0, 2)
+    assert not pk.fits(1, 0)        # 6 left behind by a + 6 of b > 10
+    assert pk.fits(0, 0)            # a itself may come back: its usage is there already
+    pk.move(0, 0)
+    assert pk.resid[prob.state.res.index("disk")] == [0, 0, 0]
+    # Without the transient declaration the swap is made.
+    d2 = copy.deepcopy(d)
+    del d2["transient_resources"]
+    assert plan(d2)["assignment"] == {"a": "h2", "b": "h1"} or plan(d2)["assignment"]["b"] == "h1"
+
+
+def test_spread_keeps_the_guests_over_enough_zones():
+    hosts = [host("h%d" % i, labels={"zone": "z%d" % (i % 3)}) for i in range(3)]
+    vms = [vm("w%d" % i, "h%d" % i) for i in range(3)]
+    exps = [{"id": "together", "type": "fence", "vms": ["w0", "w1", "w2"], "hosts": ["h0"], "hard": False},
+            {"id": "zones", "type": "spread", "vms": ["w0", "w1", "w2"], "label": "zone", "min": 2}]
+    res = plan(doc(hosts, vms, exps, objective="cost", budget_s=0.5))
+    zones = {res["assignment"][v] for v in ("w0", "w1", "w2")}
+    assert len(zones) == 2 and "h0" in zones          # as close to the soft fence as the spread allows
+
+
+def test_depends_keeps_dependants_next_to_what_they_depend_on():
+    hosts = [host("h%d" % i, labels={"rack": "r%d" % (i // 2)}) for i in range(4)]
+    # app wants to be on h3 (rack r1) but needs a db in its rack; the dbs are held to rack r0.
+    vms = [vm("db1", "h0"), vm("db2", "h0"), vm("app", "h1")]
+    exps = [{"id": "db-r0", "type": "fence", "vms": ["db1", "db2"], "hosts": ["h0", "h1"]},
+            {"id": "app-h3", "type": "fence", "vms": ["app"], "hosts": ["h3"], "hard": False, "weight": 10},
+            {"id": "app-db", "type": "depends", "vms": ["app"], "on": ["db1", "db2"], "label": "rack"}]
+    res = plan(doc(hosts, vms, exps, objective="cost", budget_s=0.5))
+    assert res["assignment"]["app"] in ("h0", "h1")
+    # Once db2 may go to rack r1, it goes first (db1 still serves app in r0), then app follows it.
+    exps[0]["vms"] = ["db1"]
+    res = plan(doc(hosts, vms, exps, objective="cost", budget_s=0.5))
+    assert res["assignment"]["app"] == "h3" and res["assignment"]["db2"] in ("h2", "h3")
+    assert res["assignment"]["db1"] == "h0"        # moving it gains nothing: it stays
+
+
+def test_unorderable_swap_is_redirected_not_lost():
+    # Two full hosts whose guests want to swap: no order is safe (each host holds both while one moves) and
+    # no third host can take either. The plan stays feasible: the guests stay or go elsewhere.
+    hosts = [host("h1", cpu=1000, mem=1000), host("h2", cpu=1000, mem=1000)]
+    vms = [vm("a", "h1", cpu=1000, mem=1000), vm("b", "h2", cpu=1000, mem=1000)]
+    exps = [{"id": "a-h2", "type": "fence", "vms": ["a"], "hosts": ["h2"], "hard": False, "weight": 5},
+            {"id": "b-h1", "type": "fence", "vms": ["b"], "hosts": ["h1"], "hard": False, "weight": 5}]
+    res = plan(doc(hosts, vms, exps, objective="cost", budget_s=0.5))
+    assert res["feasible"] and res["metrics"]["migrations"] == 0
+    assert res["metrics"]["search"]["cost"]["redirected"] == 2
+
+
+@pytest.mark.parametrize("bad, path", [
+    ({"type": "free_ratio", "resource": "mem", "per": "cpu", "ratio": 1, "hard": True}, "hard"),
+    ({"type": "free_ratio", "resource": "gpu", "per": "cpu", "ratio": 1}, "resource"),
+    ({"type": "free_ratio", "resource": "mem", "per": "cpu", "ratio": 0}, "ratio"),
+    ({"type": "spread", "vms": ["a", "b"], "label": "zone", "min": 3}, "min"),
+    ({"type": "spread", "vms": ["a", "b"], "label": "zone", "min": 2, "hard": False}, "hard"),
+    ({"type": "spread", "vms": ["a", "b"], "label": "nolabel", "min": 2}, "label"),
+    ({"type": "depends", "vms": ["a"], "on": ["zz"], "label": "zone"}, "on"),
+])
+def test_bad_new_expectations_get_clear_errors(bad, path):
+    hosts = [host("h1", labels={"zone": "z1"}), host("h2", labels={"zone": "z2"})]
+    d = doc(hosts, [vm("a", "h1"), vm("b", "h2")], [bad], objective="cost")
+    with pytest.raises(PlanInputError, match=r"\." + path):
+        plan_document(d)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda d: d.update(transient_resources=["disk"]), "transient_resources"),
+    (lambda d: d["hosts"][0].update(move_cost_to={"nope": 1}), "move_cost_to"),
+    (lambda d: d["hosts"][0].update(move_cost_to={"h2": -1}), "move_cost_to"),
+    (lambda d: d["vms"][0].update(move_cost=-3), "move_cost"),
+    (lambda d: d["vms"][0].update(service=7), "service"),
+    (lambda d: d["options"].update(objective="cheapest"), "objective"),
+    (lambda d: d["options"].update(service_move_cost=-1), "service_move_cost"),
+])
+def test_bad_cost_inputs_get_clear_errors(change, match):
+    d = doc([host("h1"), host("h2")], [vm("a", "h1")], objective="cost")
+    change(d)
+    with pytest.raises(PlanInputError, match=match):
+        plan_document(d)
+
+
+def _random_doc(rng):
+    nh = rng.randint(2, 5)
+    hosts = [{"id": "h%d" % h, "cap": {"cpu": 100, "mem": 100, "disk": 100}, "labels": {"zone": "z%d" % (h % 2)},
+              "move_cost_to": {"h%d" % g: rng.randint(0, 5) for g in range(nh) if g != h}} for h in range(nh)]
+    vms = [{"id": "v%d" % v, "dem": {"cpu": rng.randint(1, 30), "mem": rng.randint(1, 30), "disk": rng.randint(0, 20)},
+            "host": "h%d" % rng.randrange(nh), "move_cost": rng.randint(0, 9), "service": "s%d" % rng.randint(0, 2)}
+           for v in range(rng.randint(3, 12))]
+    ids = [v["id"] for v in vms]
+    exps = [soft_ceiling("*", rng.choice([30, 50, 70]), rng.randint(1, 5), "cpu"),
+            soft_ceiling("*", 0, 1, "disk", eid="disk-all"),
+            {"id": "ratio", "type": "free_ratio", "resource": "mem", "per": "cpu", "ratio": 1.5, "weight": 2},
+            {"id": "sp", "type": "fence", "vms": ids[:2], "hosts": ["h0"], "hard": False, "weight": 7},
+            {"id": "saa", "type": "anti_affinity", "vms": ids[:3], "hard": False, "weight": 11,
+             "spread_label": "zone"},
+            {"id": "saff", "type": "affinity", "vms": ids[-2:], "hard": False, "weight": 13}]
+    return {"resources": ["cpu", "mem", "disk"], "hosts": hosts, "vms": vms, "expectations": exps,
+            "options": {"objective": "cost", "service_move_cost": 3}}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_prices_of_moves_and_swaps_match_the_recomputed_cost(seed):
+    """Every delta the search relies on equals the change of the cost recomputed from scratch."""
+    rng = random.Random(seed)
+    prob = parse_document(_random_doc(rng))
+    pk = Packing(prob.state, prob.cons, [True] * prob.state.n_hosts)
+    model = CostModel(pk, 3)
+    for _step in range(60):
+        before = model.total()["total"]
+        i = rng.randrange(len(pk.asg))
+        a = pk.asg[i]
+        if rng.random() < 0.5:
+            b = rng.randrange(pk.nh)
+            if b == a:
+                continue
+            d = model.shift_delta(i, b)
+            pk.move(i, b)
+            model.moved(i, a, b)
+        else:
+            j = rng.randrange(len(pk.asg))
+            b = pk.asg[j]
+            if b == a:
+                continue
+            d = model.swap_delta(i, j)
+            if d is None:
+                continue
+            pk.move(i, b)
+            pk.move(j, a)
+            model.moved(i, a, b)
+            model.moved(j, b, a)
+        fresh = CostModel(pk, 3).total()["total"]
+        assert model.total()["total"] == pytest.approx(fresh)
+        assert before + d == pytest.approx(fresh)
