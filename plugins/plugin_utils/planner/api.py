@@ -33,7 +33,7 @@ from .factories import power_off_steps, power_on_steps, tune_steps
 from .memory import plan_memory
 from .objective import CostModel
 from .parse import DEFAULT_OPTIONS, parse_document
-from .schedule import ScheduleError, schedule
+from .schedule import ScheduleError, concatenate, schedule
 from .search import _repair, ref_caps, search
 
 __all__ = ["plan_document", "PlanInputError", "DEFAULT_OPTIONS"]
@@ -293,30 +293,45 @@ def _schedule_redirected(pk, reasons, opts, blocked, deadline):
 
 
 def _schedule_checkpoint(pk, reasons, opts, deadline, stats):
-    """Schedule of the latest cost-search checkpoint the scheduler can order (bisection while time is
-    left); ``pk`` is left on that placement. None when there is none."""
-    cps = getattr(pk, "checkpoints", None) or []
-    lo, hi, found = 0, len(cps) - 1, None
-    while lo <= hi and time.monotonic() < deadline:
-        mid = (lo + hi) // 2
-        pk.reset(cps[mid][1])
-        try:
-            found = (mid, schedule(pk, list(pk.asg), _wave_cap(pk, opts)))
-            lo = mid + 1
-        except ScheduleError:
-            hi = mid - 1
-    if found is None:
+    """Stages through the placements the cost search kept on its way: from where the last stage ends, the
+    furthest kept placement (the final one included) the scheduler can order safely, found by bisection,
+    while time is left. Returns the stages' schedule run one after the other (``pk`` left on the placement
+    the last stage reaches), or None when not even the first can be ordered."""
+    cps = list(getattr(pk, "checkpoints", None) or [])
+    if not cps:
         return None
-    mid, sched = found
-    pk.reset(cps[mid][1])
-    stats["cost"]["scheduled"] = round(cps[mid][0], 3)
-    stats["cost"]["checkpoint"] = "%d of %d" % (mid + 1, len(cps))
-    text = "weighted cost %.0f -> %.0f (the lowest-cost placement the migrations can reach safely)" % (
-        stats["cost"]["before"]["total"], cps[mid][0])
+    cps.append((CostModel(pk, opts["service_move_cost"]).total()["total"], list(pk.asg)))
+    st = pk.state
+    start, reached, stages = list(st.host_of), -1, []
+    while reached < len(cps) - 1 and time.monotonic() < deadline:
+        lo, hi, found = reached + 1, len(cps) - 1, None
+        while lo <= hi and time.monotonic() < deadline:
+            mid = (lo + hi) // 2
+            pk.reset(cps[mid][1])
+            try:
+                found = (mid, schedule(pk, list(pk.asg), _wave_cap(pk, opts), start))
+                lo = mid + 1
+            except ScheduleError:
+                hi = mid - 1
+        if found is None:
+            break
+        reached, sched = found
+        stages.append(sched)
+        for i, h in enumerate(cps[reached][1]):
+            for v in pk.members[i]:
+                start[v] = h if h >= 0 else start[v]
+    if not stages:
+        return None
+    pk.reset(cps[reached][1])
+    stats["cost"]["scheduled"] = round(cps[reached][0], 3)
+    stats["cost"]["stages"] = len(stages)
+    stats["cost"]["checkpoint"] = "%d of %d" % (reached + 1, len(cps))
+    text = "weighted cost %.0f -> %.0f (in %d stages: the migrations to the lowest-cost placement cannot be " \
+           "ordered safely in one)" % (stats["cost"]["before"]["total"], cps[reached][0], len(stages))
     for i, h in enumerate(pk.asg):
         if h != pk.home[i]:
             reasons.set(i, "objective:cost", text, force=True)
-    return sched
+    return concatenate(stages)
 
 
 def _imbalance(st, pk):

@@ -36,8 +36,9 @@ def _risky_when_shared(state, members, src, dst):
     return False
 
 
-def schedule(pk, final, opts):
-    """Order the moves from the current placement to ``final`` (item -> host) into safe waves.
+def schedule(pk, final, opts, start=None):
+    """Order the moves from the current placement (or ``start``, a host per guest) to ``final`` (item -> host)
+    into safe waves.
 
     Positions are tracked per guest (a hard-affinity bundle may start split over hosts); a gathered
     bundle's members move in the same wave, a split one gathers a source host at a time (``_move_units``).
@@ -45,7 +46,7 @@ def schedule(pk, final, opts):
     st = pk.state
     limit = opts["max_migrations_per_host"]
     nr = pk.nr
-    vcur = list(st.host_of)
+    vcur = list(st.host_of if start is None else start)
     used = [[0] * pk.nh for _unused in range(nr)]
     for v, h in enumerate(vcur):
         if h >= 0:
@@ -68,7 +69,8 @@ def schedule(pk, final, opts):
     for i, d in enumerate(final):
         if d >= 0 and any(vcur[v] != d for v in pk.members[i]):
             pending[i] = d
-    solo = {i: _risky_when_shared(st, pk.members[i], pk.home[i], d) for i, d in pending.items() if pk.home[i] >= 0}
+    src = pk.home if start is None else [vcur[m[0]] for m in pk.members]
+    solo = {i: _risky_when_shared(st, pk.members[i], src[i], d) for i, d in pending.items() if src[i] >= 0}
     mem_r = st.res.index("mem") if "mem" in st.res else 0
     out = Schedule()
     bundle_groups = _bundle_groups(pk)
@@ -312,6 +314,18 @@ def _apply_wave(ctx, wave, pending, final):
             del pending[i]
         done.append((i, vm_moves))
     return done
+
+
+def concatenate(schedules):
+    """One schedule running ``schedules`` one after the other (stages of a long reassignment)."""
+    out = Schedule()
+    for sched in schedules:
+        out.waves += sched.waves
+        out.temp += sched.temp
+        out.durations += sched.durations
+        out.makespan_s += sched.makespan_s
+    out.makespan_s = round(out.makespan_s, 3)
+    return out
 
 
 def _durations(pk, out, limit):

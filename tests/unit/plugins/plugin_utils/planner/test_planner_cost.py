@@ -12,6 +12,7 @@ from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.errors impor
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.objective import CostModel
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.packing import Packing
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.parse import parse_document
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.schedule import concatenate, schedule
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.validate import check_plan
 
 from .planner_helpers import doc, host, vm
@@ -221,3 +222,20 @@ def test_prices_of_moves_and_swaps_match_the_recomputed_cost(seed):
         fresh = CostModel(pk, 3).total()["total"]
         assert model.total()["total"] == pytest.approx(fresh)
         assert before + d == pytest.approx(fresh)
+
+
+def test_stages_schedule_from_where_the_previous_stage_ends():
+    # Stage 1 moves a from h1 to h2; stage 2 starts there and moves it on to h3: two migrations of one guest,
+    # each from where it then is, run one after the other.
+    d = doc([host("h1"), host("h2"), host("h3")], [vm("a", "h1"), vm("b", "h1")])
+    prob = parse_document(d)
+    pk = Packing(prob.state, prob.cons, [True] * 3)
+    opts = dict(prob.options)
+    pk.move(0, 1)
+    first = schedule(pk, list(pk.asg), opts)
+    pk.move(0, 2)
+    second = schedule(pk, list(pk.asg), opts, start=[1, 0])
+    both = concatenate([first, second])
+    moves = [m for wave in both.waves for _i, ms in wave for m in ms]
+    assert moves == [(0, 0, 1), (0, 1, 2)]
+    assert both.makespan_s == pytest.approx(first.makespan_s + second.makespan_s)
