@@ -2,7 +2,7 @@
 (objective.py) while every hard expectation keeps holding.
 
 Late acceptance hill climbing (Burke and Bykov): a candidate is taken when it costs no more than the
-current placement or than the placement ``HISTORY`` iterations ago, so the search can cross ridges of a
+current placement or than the placement ``history`` candidates ago, so the search can cross ridges of a
 few worse moves yet needs no temperature schedule to tune per instance. Candidates are priced before
 they are checked (pricing is arithmetic; the hard checks walk groups), and only candidates that would
 be taken are checked. The best placement is kept by a journal of the moves made since it was reached:
@@ -15,13 +15,20 @@ import time
 
 from .objective import CostModel
 
-# Candidates priced per second on the 2-core reference machine when idle (12 resources, 1,000 guests:
-# 60,000-90,000/s measured with bench/roadef.py on a2_2-a2_5): the work bound of a run is
-# budget_s x this, so a run is the same on a fast or an idle machine; the deadline only cuts it short.
-ITERATIONS_PER_S = 150000
-# Late-acceptance history: long enough to leave a local optimum of one move, short enough that the
-# accepted cost keeps falling within a few seconds' work (tried 500-20,000 on ROADEF a1_2-a2_5).
-HISTORY = 300
+# Candidates per second of budget: the work bound of a run is budget_s x this, so a small problem's run ends the
+# same on a fast or a slow machine. Set above what the 2-core reference machine does when idle (ROADEF A, 1,000
+# guests, 3-12 resources: 40,000-170,000/s, most of them rejected on capacity before they are priced), so on
+# large problems the deadline ends the search, as metrics.search.cost.deadline_cut says.
+ITERATIONS_PER_S = 250000
+# Late-acceptance history, in candidates: one per HISTORY_PER_WORK of the candidates the run will price (the work
+# bound, or fewer at the rate of the first HISTORY_PROBE_S seconds), within [HISTORY_MIN, HISTORY_MAX]. Longer
+# histories leave deeper local optima but need more candidates to settle: on ROADEF a2_2-a2_5 and a1_4, 1 and 50
+# beat 500 and 5,000 at 30 s (1-2 M candidates), 1,000 beat 300 at 120 s (4-9 M), 3,000 beat 1 on a2_2 at 90 s
+# (9 M): the best lay at 3,000-8,000 candidates per history slot.
+HISTORY_PER_WORK = 5000
+HISTORY_MIN = 300
+HISTORY_MAX = 10000
+HISTORY_PROBE_S = 1.0
 # Share of candidates that swap two guests (the rest move one): swaps keep full hosts full.
 SWAP_SHARE = 0.5
 # Journal length, in movable guests, after which the search returns to its best placement.
@@ -113,6 +120,9 @@ def _costly_hosts(model, hosts):
     for h in hosts:
         hot = False
         for r, row in enumerate(model.ceil):
+            lim = model.lim1[r][h]
+            if lim is not None and used[r][h] > lim:
+                hot = True
             for lim, _w in row[h] or ():
                 if used[r][h] > lim:
                     hot = True
@@ -151,7 +161,10 @@ def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
     it = made = 0
     if len(movable) < 2 or len(hosts) < 2:
         work = 0
-    hist = [cur] * HISTORY
+    history = HISTORY_MIN
+    hist = [cur] * history
+    t_start = time.monotonic()
+    probing = True
     journal = []
     rand = rng.random
     nmov, nhosts = len(movable), len(hosts)
@@ -178,9 +191,15 @@ def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
             if it % (16 * CHECK_EVERY) == 0:
                 # Leave the scheduler and the explanation the time their migrations take.
                 stop = deadline - post_per_move * pk.migrations()
-            if time.monotonic() > stop:
+            now = time.monotonic()
+            if now > stop:
                 cut = True
                 break
+            if probing and now - t_start >= HISTORY_PROBE_S:
+                probing = False
+                expected = min(work, it * (stop - t_start) / (now - t_start))
+                history = int(min(HISTORY_MAX, max(HISTORY_MIN, expected // HISTORY_PER_WORK)))
+                hist = [cur] * history
         it += 1
         if hot and rand() < FOCUS_SHARE:
             items = on_host[hot[int(rand() * len(hot))]]
@@ -207,7 +226,7 @@ def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
             if b == a or (not pk.fits(i, b) and rand() >= CHAIN_SHARE):
                 continue
             d = model.shift_delta(i, b)
-        slot = it % HISTORY
+        slot = it % history
         thr = hist[slot] - cur
         if thr < 0:
             thr = 0
@@ -266,7 +285,7 @@ def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
     stats["cost"]["sent_home"] = _home_if_free(pk, model)
     after = model.total()
     stats["cost"]["after"] = _rounded(after)
-    stats["cost"].update(candidates=it, accepted=made, work_bound=work, deadline_cut=cut)
+    stats["cost"].update(candidates=it, accepted=made, work_bound=work, deadline_cut=cut, history=history)
     text = "weighted cost %.0f -> %.0f" % (before["total"], after["total"])
     for i, h in enumerate(asg):
         if h != pk.home[i]:

@@ -36,6 +36,15 @@ class CostModel:
             for h in range(nh) if hosts is None else hosts:
                 entry = (st.cap[r][h] * pct / 100.0, e.weight)
                 row[h] = [entry] if row[h] is None else row[h] + [entry]
+        # The first ceiling of each (resource, host) apart, as two flat rows: most hosts have exactly one and the
+        # pricing loop is the search's hot path; further ones (rare) stay in ``ceil``.
+        self.lim1 = [[None] * nh for _unused in range(nr)]
+        self.w1 = [[0] * nh for _unused in range(nr)]
+        for r, row in enumerate(self.ceil):
+            for h, entries in enumerate(row):
+                if entries:
+                    self.lim1[r][h], self.w1[r][h] = entries[0]
+                    row[h] = entries[1:] or None
         self.ratio_at = [[] for _unused in range(nh)]
         for e, rf, rp, ratio, hosts in cons.free_ratio:
             if e.weight:
@@ -124,7 +133,8 @@ class CostModel:
         load = 0.0
         for r, row in enumerate(self.ceil):
             for h, entries in enumerate(row):
-                for lim, w in entries or ():
+                first = () if self.lim1[r][h] is None else ((self.lim1[r][h], self.w1[r][h]),)
+                for lim, w in first + tuple(entries or ()):
                     if used[r][h] > lim:
                         load += w * (used[r][h] - lim)
         ratio = 0.0
@@ -158,24 +168,28 @@ class CostModel:
     # --- prices of changes ----------------------------------------------------------------------
     def hosts_delta(self, a, b, vec, nz):
         """Cost change when host ``a`` loses ``vec`` (per resource) and ``b`` gains it."""
-        used, ceil = self.pk.used, self.ceil
+        used, ceil, lim1, w1 = self.pk.used, self.ceil, self.lim1, self.w1
         d = 0.0
         for r in nz:
             x = vec[r]
+            ur, lr = used[r], lim1[r]
+            lim = lr[a]
+            if lim is not None:
+                before = ur[a] - lim
+                after = before - x
+                if before > 0 or after > 0:
+                    d += w1[r][a] * ((after if after > 0 else 0) - (before if before > 0 else 0))
+            lim = lr[b]
+            if lim is not None:
+                before = ur[b] - lim
+                after = before + x
+                if before > 0 or after > 0:
+                    d += w1[r][b] * ((after if after > 0 else 0) - (before if before > 0 else 0))
             row = ceil[r]
-            entries = row[a]
-            if entries is not None:
-                u = used[r][a]
-                for lim, w in entries:
-                    before = u - lim
-                    after = before - x
-                    d += w * ((after if after > 0 else 0) - (before if before > 0 else 0))
-            entries = row[b]
-            if entries is not None:
-                u = used[r][b]
-                for lim, w in entries:
-                    before = u - lim
-                    after = before + x
+            for h, sign in ((a, -1), (b, 1)) if (row[a] or row[b]) else ():
+                for lim, w in row[h] or ():
+                    before = ur[h] - lim
+                    after = before + sign * x
                     d += w * ((after if after > 0 else 0) - (before if before > 0 else 0))
         cap = self.cap
         for h, sign in ((a, 1), (b, -1)):
