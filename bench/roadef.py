@@ -3,14 +3,16 @@
 Usage:
   .venv/bin/python bench/roadef.py MODEL ASSIGNMENT --budget SECONDS --out SOLUTION [--seed N]
 
-Steps: read the instance (bench/roadef_model.py), map it onto the planner document
-(services -> anti-affinity, spread -> location anti-affinity on spread_min processes,
-dependencies -> neighbourhood fences, safety capacities -> soft weighted ceilings), run
-planner.api.plan_document with budget_s = SECONDS, take its final assignment, check it with the
-challenge's hard constraints (bench/roadef_cost.py) and score it with the exact objective.
-An invalid or infeasible planner answer is never written: the initial assignment (always valid)
-is written instead and "fallback" says why. The last line of stdout is one JSON object:
-cost, initial_cost, lower_bound, best_known, ratios, valid, wall_s, peak_rss_mib, ...
+Steps: read the instance (bench/roadef_model.py), map it onto the planner document with the same
+objective (processes -> guests with their process move cost and service; machines -> hosts with their
+machine move costs, location and neighbourhood labels; safety capacities -> soft weighted ceilings;
+balance costs -> free_ratio; services -> anti-affinity; spread -> spread; dependencies -> depends;
+transient resources -> transient_resources), run planner.api.plan_document with objective "cost" and
+budget_s = SECONDS, take its final assignment, check it with the challenge's hard constraints
+(bench/roadef_cost.py) and score it with the exact objective. An invalid or infeasible planner answer is
+never written: the initial assignment (always valid) is written instead and "fallback" says why. The last
+line of stdout is one JSON object: cost, initial_cost, lower_bound, best_known, ratios, valid, wall_s,
+peak_rss_mib, ...
 
 Lower bound and initial cost are read from lb_<inst>.txt / original_cost_<inst>.txt next to
 the model when present; best known from the table in BEST_KNOWN (BENCHMARKS.md section 2:

@@ -51,14 +51,15 @@ POST_MAX_SHARE = 0.5
 # Objective "cost": wave bound per migration of the target, plus a floor (a plan needing more is mostly one
 # migration at a time; successful ROADEF plans of 400-900 migrations need under 20 waves), and the share of the
 # budget (at most COST_SCHEDULE_MAX_S) kept from the search for ordering the migrations and, when the final
-# placement cannot be ordered safely, for trying the checkpoints the search kept (bisection, 1-7 attempts).
+# placement cannot be ordered safely, for the stages through the placements the search kept (each stage: a
+# few attempts, galloping then bisection).
 COST_WAVES_PER_MOVE = 0.25
+COST_WAVES_MIN = 50
+COST_SCHEDULE_SHARE = 0.1
+COST_SCHEDULE_MAX_S = 30.0
 # Objective "cost": rounds of sending blocked guests elsewhere, and the most blocked guests worth it.
 REDIRECT_ROUNDS = 5
 REDIRECT_MAX = 20
-COST_WAVES_MIN = 50
-COST_SCHEDULE_SHARE = 0.1
-COST_SCHEDULE_MAX_S = 10.0
 # Share of the budget kept as a margin against timing noise (GC pauses, a busy machine).
 SAFETY_SHARE = 0.05
 # Small documents parse slowly per guest (fixed costs): never assume worse than this.
@@ -292,6 +293,42 @@ def _schedule_redirected(pk, reasons, opts, blocked, deadline):
     return None
 
 
+def _furthest(pk, cps, reached, start, opts, deadline):
+    """(index, schedule) of the furthest kept placement after ``reached`` the scheduler can order from
+    ``start``: galloping (the next one, then 2, 4, ... further) then bisection, so a stage costs about twice the
+    logarithm of its length in attempts (failed ones are the slow ones). None when not even the next one can."""
+
+    def attempt(k):
+        pk.reset(cps[k][1])
+        try:
+            return schedule(pk, list(pk.asg), _wave_cap(pk, opts), start)
+        except ScheduleError:
+            return None
+    last = len(cps) - 1
+    found, step, bad = None, 1, None
+    while time.monotonic() < deadline:
+        k = min(reached + step, last)
+        sched = attempt(k)
+        if sched is None:
+            bad = k
+            break
+        found = (k, sched)
+        if k == last:
+            return found
+        step *= 2
+    if found is None:
+        return None
+    lo, hi = found[0] + 1, bad - 1 if bad is not None else found[0]
+    while lo <= hi and time.monotonic() < deadline:
+        mid = (lo + hi) // 2
+        sched = attempt(mid)
+        if sched is None:
+            hi = mid - 1
+        else:
+            found, lo = (mid, sched), mid + 1
+    return found
+
+
 def _schedule_checkpoint(pk, reasons, opts, deadline, stats):
     """Stages through the placements the cost search kept on its way: from where the last stage ends, the
     furthest kept placement (the final one included) the scheduler can order safely, found by bisection,
@@ -304,15 +341,7 @@ def _schedule_checkpoint(pk, reasons, opts, deadline, stats):
     st = pk.state
     start, reached, stages = list(st.host_of), -1, []
     while reached < len(cps) - 1 and time.monotonic() < deadline:
-        lo, hi, found = reached + 1, len(cps) - 1, None
-        while lo <= hi and time.monotonic() < deadline:
-            mid = (lo + hi) // 2
-            pk.reset(cps[mid][1])
-            try:
-                found = (mid, schedule(pk, list(pk.asg), _wave_cap(pk, opts), start))
-                lo = mid + 1
-            except ScheduleError:
-                hi = mid - 1
+        found = _furthest(pk, cps, reached, start, opts, deadline)
         if found is None:
             break
         reached, sched = found

@@ -43,24 +43,30 @@ CHECK_EVERY = 1024
 # Share of candidates that take a guest from a host that costs something (above a soft ceiling, short of
 # a free ratio): most of the cost sits there, so most of the gain does.
 FOCUS_SHARE = 0.5
-# Placements kept on the way (new best ones, at most one per this share of the work): when the scheduler
-# cannot order the migrations to the final one safely, api.py falls back to the latest it can order.
-CHECKPOINT_SHARE = 0.02
-MAX_CHECKPOINTS = 40
+# Placements kept on the way (new best ones, at most one per this share of the work bound): when the scheduler
+# cannot order the migrations to the final one safely, api.py goes there in stages through them, so they must
+# lie close together (on ROADEF a2_4 one per 2 % of the work was too far apart: no stage beyond the first could be
+# ordered). At most MAX_CHECKPOINT_SLOTS item positions are kept in all (32 MiB of list slots), at most
+# MAX_CHECKPOINTS placements; past that, every other one of the older half is dropped.
+CHECKPOINT_SHARE = 0.001
+MAX_CHECKPOINTS = 400
+MAX_CHECKPOINT_SLOTS = 4000000
 
 
 def _swap(pk, i, j, a, b):
-    """Exchange the hosts of items ``i`` (on ``a``) and ``j`` (on ``b``) if every hard rule holds."""
-    pk.move(i, -1)
-    if pk.can_place(j, a):
-        pk.move(j, a)
-        if pk.can_place(i, b):
-            pk.move(i, b)
-            if pk.rules_hold(i, a, b) and pk.rules_hold(j, a, b):
-                return True
-            pk.move(i, -1)
-        pk.move(j, b)
-    pk.move(i, a)
+    """Exchange the hosts of items ``i`` (on ``a``) and ``j`` (on ``b``) if every hard rule holds, as two
+    moves one after the other, each safe when it is made: one of the two must fit before the other leaves.
+    A swap of two guests that fit only once both have left could not be migrated without a temporary host,
+    and full clusters have none (on ROADEF a2_4 such targets could not be ordered, even in stages)."""
+    for x, y, hx, hy in ((i, j, a, b), (j, i, b, a)):
+        if pk.can_place(x, hy):
+            pk.move(x, hy)
+            if pk.can_place(y, hx):
+                pk.move(y, hx)
+                if pk.rules_hold(i, a, b) and pk.rules_hold(j, a, b):
+                    return True
+                pk.move(y, hy)
+            pk.move(x, hx)
     return False
 
 
@@ -136,9 +142,10 @@ def _costly_hosts(model, hosts):
 
 def _keep(checkpoints, cost, asg):
     checkpoints.append((cost, list(asg)))
-    if len(checkpoints) > MAX_CHECKPOINTS:
+    most = max(10, min(MAX_CHECKPOINTS, MAX_CHECKPOINT_SLOTS // max(1, len(asg))))
+    if len(checkpoints) > most:
         # Thin out the older half: the latest placements are the ones worth falling back to.
-        del checkpoints[1:MAX_CHECKPOINTS // 2:2]
+        del checkpoints[1:most // 2:2]
 
 
 def _rounded(cost):

@@ -7,12 +7,14 @@ import random
 
 import pytest
 
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner import api
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.api import plan_document
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.errors import PlanInputError
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.objective import CostModel
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.packing import Packing
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.parse import parse_document
-from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.schedule import concatenate, schedule
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.schedule import ScheduleError, concatenate, schedule
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.search import Reasons
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.validate import check_plan
 
 from .planner_helpers import doc, host, vm
@@ -126,16 +128,27 @@ def test_depends_keeps_dependants_next_to_what_they_depend_on():
     assert res["assignment"]["db1"] == "h0"        # moving it gains nothing: it stays
 
 
-def test_unorderable_swap_is_redirected_not_lost():
+def test_unorderable_swap_is_not_made_and_would_be_redirected():
     # Two full hosts whose guests want to swap: no order is safe (each host holds both while one moves) and
-    # no third host can take either. The plan stays feasible: the guests stay or go elsewhere.
+    # no third host can take either. The search only swaps guests one of which fits before the other leaves,
+    # so it keeps them; a target holding such a swap would have its blocked guests sent home.
     hosts = [host("h1", cpu=1000, mem=1000), host("h2", cpu=1000, mem=1000)]
     vms = [vm("a", "h1", cpu=1000, mem=1000), vm("b", "h2", cpu=1000, mem=1000)]
     exps = [{"id": "a-h2", "type": "fence", "vms": ["a"], "hosts": ["h2"], "hard": False, "weight": 5},
             {"id": "b-h1", "type": "fence", "vms": ["b"], "hosts": ["h1"], "hard": False, "weight": 5}]
-    res = plan(doc(hosts, vms, exps, objective="cost", budget_s=0.5))
+    d = doc(hosts, vms, exps, objective="cost", budget_s=0.5)
+    res = plan(d)
     assert res["feasible"] and res["metrics"]["migrations"] == 0
-    assert res["metrics"]["search"]["cost"]["redirected"] == 2
+    assert res["metrics"]["search"]["cost"]["after"]["total"] == 10
+    prob = parse_document(d)
+    pk = Packing(prob.state, prob.cons, [True, True])
+    pk.move(0, -1)
+    pk.move(1, 0)
+    pk.move(0, 1)
+    with pytest.raises(ScheduleError) as err:
+        schedule(pk, list(pk.asg), prob.options)
+    sched = api._schedule_redirected(pk, Reasons(), prob.options, err.value.items, float("inf"))
+    assert sched is not None and sched.waves == [] and pk.asg == [0, 1]
 
 
 @pytest.mark.parametrize("bad, path", [
