@@ -238,6 +238,8 @@ def _schedule_target(prob, pk, reasons, deadline, stats):
     except ScheduleError as exc:
         first = exc
     if opts["objective"] == "cost":
+        # (no "cost" entry when the search left guests unplaced and so did not run the cost search)
+        stats.setdefault("cost", {})
         final = list(pk.asg)
         sched = _schedule_redirected(pk, reasons, opts, first.items, deadline)
         if sched is not None:
@@ -355,8 +357,9 @@ def _schedule_checkpoint(pk, reasons, opts, deadline, stats):
     stats["cost"]["scheduled"] = round(cps[reached][0], 3)
     stats["cost"]["stages"] = len(stages)
     stats["cost"]["checkpoint"] = "%d of %d" % (reached + 1, len(cps))
+    before = stats["cost"].get("before", {}).get("total", cps[0][0])
     text = "weighted cost %.0f -> %.0f (in %d stages: the migrations to the lowest-cost placement cannot be " \
-           "ordered safely in one)" % (stats["cost"]["before"]["total"], cps[reached][0], len(stages))
+           "ordered safely in one)" % (before, cps[reached][0], len(stages))
     for i, h in enumerate(pk.asg):
         if h != pk.home[i]:
             reasons.set(i, "objective:cost", text, force=True)

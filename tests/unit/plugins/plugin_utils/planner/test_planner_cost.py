@@ -149,6 +149,13 @@ def test_unorderable_swap_is_not_made_and_would_be_redirected():
         schedule(pk, list(pk.asg), prob.options)
     sched = api._schedule_redirected(pk, Reasons(), prob.options, err.value.items, float("inf"))
     assert sched is not None and sched.waves == [] and pk.asg == [0, 1]
+    # The same through the whole fallback, with no cost search run before it (no stats yet).
+    pk.move(0, -1)
+    pk.move(1, 0)
+    pk.move(0, 1)
+    stats = {}
+    _pk, _reasons, sched = api._schedule_target(prob, pk, Reasons(), float("inf"), stats)
+    assert sched.waves == [] and pk.asg == [0, 1] and stats["cost"]["redirected"] == 2
 
 
 @pytest.mark.parametrize("bad, path", [
