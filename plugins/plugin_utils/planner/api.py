@@ -31,9 +31,9 @@ from .errors import PlanInputError
 from .explain import build_steps, summary_lines
 from .factories import power_off_steps, power_on_steps, tune_steps
 from .memory import plan_memory
-from .objective import CostModel
+from .ordering import schedule_target
 from .parse import DEFAULT_OPTIONS, parse_document
-from .schedule import ScheduleError, concatenate, schedule
+from .schedule import ScheduleError
 from .search import _repair, ref_caps, search
 
 __all__ = ["plan_document", "PlanInputError", "DEFAULT_OPTIONS"]
@@ -48,18 +48,10 @@ POST_S_PER_GUEST = 10e-6
 POST_S_PER_MOVE = 200e-6
 PARSE_S_PER_GUEST = 10e-6
 POST_MAX_SHARE = 0.5
-# Objective "cost": wave bound per migration of the target, plus a floor (a plan needing more is mostly one
-# migration at a time; successful ROADEF plans of 400-900 migrations need under 20 waves), and the share of the
-# budget (at most COST_SCHEDULE_MAX_S) kept from the search for ordering the migrations and, when the final
-# placement cannot be ordered safely, for the stages through the placements the search kept (each stage: a
-# few attempts, galloping then bisection).
-COST_WAVES_PER_MOVE = 0.25
-COST_WAVES_MIN = 50
+# Objective "cost": the share of the budget (at most COST_SCHEDULE_MAX_S) kept from the search for ordering the
+# migrations and, when the final placement cannot be ordered safely, for the fallbacks of ordering.py.
 COST_SCHEDULE_SHARE = 0.1
 COST_SCHEDULE_MAX_S = 30.0
-# Objective "cost": rounds of sending blocked guests elsewhere, and the most blocked guests worth it.
-REDIRECT_ROUNDS = 5
-REDIRECT_MAX = 20
 # Share of the budget kept as a margin against timing noise (GC pauses, a busy machine).
 SAFETY_SHARE = 0.05
 # Small documents parse slowly per guest (fixed costs): never assume worse than this.
@@ -181,7 +173,7 @@ def plan_document(doc):
         return _infeasible(prob, conflicts, t0, stats)
     t1 = time.monotonic()
     try:
-        pk, reasons, sched = _schedule_target(prob, pk, reasons, deadline, stats)
+        pk, reasons, sched = schedule_target(prob, pk, reasons, deadline, stats)
     except ScheduleError as exc:
         ids = set()
         for i in exc.items:
@@ -226,144 +218,6 @@ def plan_document(doc):
     return {"feasible": True, "steps": steps, "waves": waves,
             "assignment": {st.vm_ids[v]: st.host_ids[final[v]] for v in range(st.n_vms) if final[v] >= 0},
             "metrics": metrics, "conflicts": [], "explain": summary_lines(prob, metrics, steps, [], soft)}
-
-
-def _schedule_target(prob, pk, reasons, deadline, stats):
-    """(Packing, Reasons, Schedule) for the search's target; when its migrations cannot be ordered safely,
-    the latest placement the cost search passed through that can be (objective "cost"), else the fewest
-    required moves. Raises ScheduleError when even those cannot be ordered."""
-    st, cons, opts = prob.state, prob.cons, prob.options
-    try:
-        return pk, reasons, schedule(pk, list(pk.asg), _wave_cap(pk, opts))
-    except ScheduleError as exc:
-        first = exc
-    if opts["objective"] == "cost":
-        # (no "cost" entry when the search left guests unplaced and so did not run the cost search)
-        stats.setdefault("cost", {})
-        final = list(pk.asg)
-        sched = _schedule_redirected(pk, reasons, opts, first.items, deadline)
-        if sched is not None:
-            stats["cost"]["redirected"] = sum(1 for i, h in enumerate(pk.asg) if h != final[i])
-            stats["cost"]["scheduled"] = round(CostModel(pk, opts["service_move_cost"]).total()["total"], 3)
-            return pk, reasons, sched
-        pk.reset(final)
-        sched = _schedule_checkpoint(pk, reasons, opts, deadline, stats)
-        if sched is not None:
-            return pk, reasons, sched
-    pk, reasons, left, _f = _repair(st, cons, opts, ref_caps(st), allow_off=opts["allow_power_on"])
-    if left or pk.hard_violations():
-        raise first
-    stats["schedule_fallback"] = True
-    return pk, reasons, schedule(pk, list(pk.asg), opts)
-
-
-def _wave_cap(pk, opts):
-    """Objective "cost": a target whose migrations need more waves than ``COST_WAVES_PER_MOVE`` of their
-    number is given up early (the scheduler otherwise bounces blocked guests between temporary hosts up to
-    three waves per move before it gives up, seconds the checkpoint fallback needs)."""
-    if opts["objective"] != "cost" or opts["max_waves"] is not None:
-        return opts
-    return dict(opts, max_waves=int(COST_WAVES_PER_MOVE * pk.migrations()) + COST_WAVES_MIN)
-
-
-def _schedule_redirected(pk, reasons, opts, blocked, deadline):
-    """Objective "cost": send the guests the scheduler could not order (a swap of two guests that fit
-    nowhere else meanwhile, say) to another host their target allows, home first, and schedule again, up to
-    ``REDIRECT_ROUNDS`` times. Returns the schedule (``pk`` on the changed target) or None."""
-    st = pk.state
-    for _round in range(REDIRECT_ROUNDS):
-        if len(blocked) > REDIRECT_MAX or time.monotonic() > deadline:
-            return None
-        # All of them out first: two guests swapping hosts can both go home only once both have left.
-        movers = [i for i in blocked if pk.nmem[i] == 1 and pk.asg[i] != pk.home[i]]
-        was = {i: pk.asg[i] for i in movers}
-        for i in movers:
-            pk.move(i, -1)
-        for i in movers:
-            dests = [pk.home[i]] + sorted((h for h in range(pk.nh) if st.power_on[h] and h != was[i]), key=pk.load)
-            dest = next((h for h in dests if h >= 0 and pk.can_place(i, h)), was[i])
-            pk.move(i, dest)
-            if dest != was[i]:
-                reasons.set(i, "objective:cost", "sent to %s: its first target could not be reached safely"
-                            % st.host_ids[dest], force=True)
-        if pk.hard_violations():
-            return None
-        try:
-            return schedule(pk, list(pk.asg), _wave_cap(pk, opts))
-        except ScheduleError as exc:
-            blocked = exc.items
-    return None
-
-
-def _furthest(pk, cps, reached, start, opts, deadline):
-    """(index, schedule) of the furthest kept placement after ``reached`` the scheduler can order from
-    ``start``: galloping (the next one, then 2, 4, ... further) then bisection, so a stage costs about twice the
-    logarithm of its length in attempts (failed ones are the slow ones). None when not even the next one can."""
-
-    def attempt(k):
-        pk.reset(cps[k][1])
-        try:
-            return schedule(pk, list(pk.asg), _wave_cap(pk, opts), start)
-        except ScheduleError:
-            return None
-    last = len(cps) - 1
-    found, step, bad = None, 1, None
-    while time.monotonic() < deadline:
-        k = min(reached + step, last)
-        sched = attempt(k)
-        if sched is None:
-            bad = k
-            break
-        found = (k, sched)
-        if k == last:
-            return found
-        step *= 2
-    if found is None:
-        return None
-    lo, hi = found[0] + 1, bad - 1 if bad is not None else found[0]
-    while lo <= hi and time.monotonic() < deadline:
-        mid = (lo + hi) // 2
-        sched = attempt(mid)
-        if sched is None:
-            hi = mid - 1
-        else:
-            found, lo = (mid, sched), mid + 1
-    return found
-
-
-def _schedule_checkpoint(pk, reasons, opts, deadline, stats):
-    """Stages through the placements the cost search kept on its way: from where the last stage ends, the
-    furthest kept placement (the final one included) the scheduler can order safely, found by bisection,
-    while time is left. Returns the stages' schedule run one after the other (``pk`` left on the placement
-    the last stage reaches), or None when not even the first can be ordered."""
-    cps = list(getattr(pk, "checkpoints", None) or [])
-    if not cps:
-        return None
-    cps.append((CostModel(pk, opts["service_move_cost"]).total()["total"], list(pk.asg)))
-    st = pk.state
-    start, reached, stages = list(st.host_of), -1, []
-    while reached < len(cps) - 1 and time.monotonic() < deadline:
-        found = _furthest(pk, cps, reached, start, opts, deadline)
-        if found is None:
-            break
-        reached, sched = found
-        stages.append(sched)
-        for i, h in enumerate(cps[reached][1]):
-            for v in pk.members[i]:
-                start[v] = h if h >= 0 else start[v]
-    if not stages:
-        return None
-    pk.reset(cps[reached][1])
-    stats["cost"]["scheduled"] = round(cps[reached][0], 3)
-    stats["cost"]["stages"] = len(stages)
-    stats["cost"]["checkpoint"] = "%d of %d" % (reached + 1, len(cps))
-    before = stats["cost"].get("before", {}).get("total", cps[0][0])
-    text = "weighted cost %.0f -> %.0f (in %d stages: the migrations to the lowest-cost placement cannot be " \
-           "ordered safely in one)" % (before, cps[reached][0], len(stages))
-    for i, h in enumerate(pk.asg):
-        if h != pk.home[i]:
-            reasons.set(i, "objective:cost", text, force=True)
-    return concatenate(stages)
 
 
 def _imbalance(st, pk):

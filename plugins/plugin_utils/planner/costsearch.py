@@ -44,7 +44,7 @@ CHECK_EVERY = 1024
 # a free ratio): most of the cost sits there, so most of the gain does.
 FOCUS_SHARE = 0.5
 # Placements kept on the way (new best ones, at most one per this share of the work bound): when the scheduler
-# cannot order the migrations to the final one safely, api.py goes there in stages through them, so they must
+# cannot order the migrations to the final one safely, ordering.py goes there in stages through them, so they must
 # lie close together (on ROADEF a2_4 one per 2 % of the work was too far apart: no stage beyond the first could be
 # ordered). At most MAX_CHECKPOINT_SLOTS item positions are kept in all (32 MiB of list slots), at most
 # MAX_CHECKPOINTS placements; past that, every other one of the older half is dropped.

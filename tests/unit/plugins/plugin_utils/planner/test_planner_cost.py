@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner import api
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner import ordering
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.api import plan_document
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.errors import PlanInputError
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.objective import CostModel
@@ -99,7 +99,7 @@ def test_transient_usage_stays_on_the_host_left():
     # Without the transient declaration the swap is made.
     d2 = copy.deepcopy(d)
     del d2["transient_resources"]
-    assert plan(d2)["assignment"] == {"a": "h2", "b": "h1"} or plan(d2)["assignment"]["b"] == "h1"
+    assert plan(d2)["assignment"]["b"] == "h1"
 
 
 def test_spread_keeps_the_guests_over_enough_zones():
@@ -147,14 +147,14 @@ def test_unorderable_swap_is_not_made_and_would_be_redirected():
     pk.move(0, 1)
     with pytest.raises(ScheduleError) as err:
         schedule(pk, list(pk.asg), prob.options)
-    sched = api._schedule_redirected(pk, Reasons(), prob.options, err.value.items, float("inf"))
+    sched = ordering._schedule_redirected(pk, Reasons(), prob.options, err.value.items, float("inf"))
     assert sched is not None and sched.waves == [] and pk.asg == [0, 1]
     # The same through the whole fallback, with no cost search run before it (no stats yet).
     pk.move(0, -1)
     pk.move(1, 0)
     pk.move(0, 1)
     stats = {}
-    _pk, _reasons, sched = api._schedule_target(prob, pk, Reasons(), float("inf"), stats)
+    _pk, _reasons, sched = ordering.schedule_target(prob, pk, Reasons(), float("inf"), stats)
     assert sched.waves == [] and pk.asg == [0, 1] and stats["cost"]["redirected"] == 2
 
 
