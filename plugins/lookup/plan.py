@@ -147,6 +147,13 @@ _raw:
     metrics:
       description: Figures of the plan (hosts used, migrations, GiB moved, waves, predicted makespan).
       type: dict
+    unreached_target:
+      description:
+        - With O(objective=cost), when the search found a placement of lower weighted cost that meets every hard
+          expectation but no safe order of migrations to it (it would need a host free meanwhile); the plan then
+          stops short of it. C(assignment) (host of every guest there), C(weighted_cost) and C(text).
+        - Absent when the plan reaches the placement it aimed at.
+      type: dict
     already_done:
       description: With O(saved), the guests whose saved migration was already done and was left out.
       type: list

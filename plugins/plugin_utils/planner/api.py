@@ -173,7 +173,7 @@ def plan_document(doc):
         return _infeasible(prob, conflicts, t0, stats)
     t1 = time.monotonic()
     try:
-        pk, reasons, sched = schedule_target(prob, pk, reasons, deadline, stats)
+        pk, reasons, sched, unreached = schedule_target(prob, pk, reasons, deadline, stats)
     except ScheduleError as exc:
         ids = set()
         for i in exc.items:
@@ -215,9 +215,18 @@ def plan_document(doc):
         metrics["memory"] = mem_notes
     soft = _soft_report(prob, final)
     phases["explain_s"] = round(time.monotonic() - t1, 3)
-    return {"feasible": True, "steps": steps, "waves": waves,
-            "assignment": {st.vm_ids[v]: st.host_ids[final[v]] for v in range(st.n_vms) if final[v] >= 0},
-            "metrics": metrics, "conflicts": [], "explain": summary_lines(prob, metrics, steps, [], soft)}
+    out = {"feasible": True, "steps": steps, "waves": waves,
+           "assignment": {st.vm_ids[v]: st.host_ids[final[v]] for v in range(st.n_vms) if final[v] >= 0},
+           "metrics": metrics, "conflicts": [], "explain": summary_lines(prob, metrics, steps, [], soft)}
+    if unreached is not None:
+        target, total = unreached
+        out["unreached_target"] = {
+            "weighted_cost": round(total, 3),
+            "assignment": {st.vm_ids[v]: st.host_ids[h] for i, h in enumerate(target) if h >= 0
+                           for v in pk.members[i]},
+            "text": "a placement of lower weighted cost (%.0f) meets every hard expectation once reached, but no "
+                    "safe order of migrations to it was found (it needs a host that is free meanwhile)" % total}
+    return out
 
 
 def _imbalance(st, pk):

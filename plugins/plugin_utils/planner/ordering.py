@@ -20,32 +20,37 @@ REDIRECT_MAX = 20
 
 
 def schedule_target(prob, pk, reasons, deadline, stats):
-    """(Packing, Reasons, Schedule) for the search's target; when its migrations cannot be ordered safely
-    (objective "cost"): the blocked guests sent elsewhere, else stages through the placements the cost search
-    kept; else the fewest required moves. Raises ScheduleError when even those cannot be ordered."""
+    """(Packing, Reasons, Schedule, unreached) for the search's target; when its migrations cannot be ordered
+    safely (objective "cost"): the blocked guests sent elsewhere, else stages through the placements the cost
+    search kept; else the fewest required moves. ``unreached`` is None when the plan reaches the target, else
+    (target placement per item, its weighted cost): every hard expectation holds there, transient usage
+    included, but no safe order of migrations to it was found. Raises ScheduleError when even the fallbacks
+    cannot be ordered."""
     st, cons, opts = prob.state, prob.cons, prob.options
     try:
-        return pk, reasons, schedule(pk, list(pk.asg), _wave_cap(pk, opts))
+        return pk, reasons, schedule(pk, list(pk.asg), _wave_cap(pk, opts)), None
     except ScheduleError as exc:
         first = exc
+    unreached = None
     if opts["objective"] == "cost":
         # (no "cost" entry when the search left guests unplaced and so did not run the cost search)
         stats.setdefault("cost", {})
         final = list(pk.asg)
+        unreached = (final, CostModel(pk, opts["service_move_cost"]).total()["total"])
         sched = _schedule_redirected(pk, reasons, opts, first.items, deadline)
         if sched is not None:
             stats["cost"]["redirected"] = sum(1 for i, h in enumerate(pk.asg) if h != final[i])
             stats["cost"]["scheduled"] = round(CostModel(pk, opts["service_move_cost"]).total()["total"], 3)
-            return pk, reasons, sched
+            return pk, reasons, sched, unreached
         pk.reset(final)
         sched = _schedule_checkpoint(pk, reasons, opts, deadline, stats)
         if sched is not None:
-            return pk, reasons, sched
+            return pk, reasons, sched, unreached
     pk, reasons, left, _f = _repair(st, cons, opts, ref_caps(st), allow_off=opts["allow_power_on"])
     if left or pk.hard_violations():
         raise first
     stats["schedule_fallback"] = True
-    return pk, reasons, schedule(pk, list(pk.asg), opts)
+    return pk, reasons, schedule(pk, list(pk.asg), opts), unreached
 
 
 def _wave_cap(pk, opts):

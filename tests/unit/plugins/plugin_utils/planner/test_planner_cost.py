@@ -154,8 +154,10 @@ def test_unorderable_swap_is_not_made_and_would_be_redirected():
     pk.move(1, 0)
     pk.move(0, 1)
     stats = {}
-    _pk, _reasons, sched = ordering.schedule_target(prob, pk, Reasons(), float("inf"), stats)
+    _pk, _reasons, sched, unreached = ordering.schedule_target(prob, pk, Reasons(), float("inf"), stats)
     assert sched.waves == [] and pk.asg == [0, 1] and stats["cost"]["redirected"] == 2
+    # The swapped placement it could not reach is reported, not lost.
+    assert unreached is not None and unreached[0] == [1, 0]
 
 
 @pytest.mark.parametrize("bad, path", [
@@ -259,3 +261,28 @@ def test_stages_schedule_from_where_the_previous_stage_ends():
     moves = [m for wave in both.waves for _i, ms in wave for m in ms]
     assert moves == [(0, 0, 1), (0, 1, 2)]
     assert both.makespan_s == pytest.approx(first.makespan_s + second.makespan_s)
+
+
+def test_a_target_the_plan_cannot_reach_is_reported(monkeypatch):
+    # The search's target (a to h2) is made unreachable by a scheduler that refuses its first order: the plan
+    # falls back (here to the repair: nothing to move) and says which better placement it could not reach.
+    vms = [vm("a", "h1", cpu=3000, move_cost=200), vm("b", "h1", cpu=3000, move_cost=200)]
+    d = doc([host("h1"), host("h2")], vms, [soft_ceiling(["h1", "h2"])], objective="cost", budget_s=0.5)
+    real = ordering.schedule
+    calls = []
+
+    def refuse_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ScheduleError("refused for the test", items=[0, 1])
+        return real(*args, **kwargs)
+    monkeypatch.setattr(ordering, "schedule", refuse_first)
+    res = plan(d)
+    target = res["unreached_target"]
+    assert sorted(target["assignment"].values()) == ["h1", "h2"]
+    assert target["weighted_cost"] == pytest.approx(200)          # the move's cost, no overload left
+    assert res["assignment"] != target["assignment"]
+    # Without the fault the plan reaches it and reports nothing unreached.
+    monkeypatch.setattr(ordering, "schedule", real)
+    res = plan(d)
+    assert "unreached_target" not in res and res["metrics"]["migrations"] == 1
