@@ -224,8 +224,9 @@ def plan_document(doc):
             "weighted_cost": round(total, 3),
             "assignment": {st.vm_ids[v]: st.host_ids[h] for i, h in enumerate(target) if h >= 0
                            for v in pk.members[i]},
-            "text": "a placement of lower weighted cost (%.0f) meets every hard expectation once reached, but no "
-                    "safe order of migrations to it was found (it needs a host that is free meanwhile)" % total}
+            "text": "the search's placement (weighted cost %.0f) meets every hard expectation once reached, but no "
+                    "safe order of migrations to it was found (it needs a host that is free meanwhile): the plan "
+                    "stops short of it" % total}
     return out
 
 

@@ -288,12 +288,12 @@ def test_a_target_the_plan_cannot_reach_is_reported(monkeypatch):
     assert "unreached_target" not in res and res["metrics"]["migrations"] == 1
 
 
-def _room_case():
+def _room_case(big_move_cost=0):
     # h1 (soft ceiling 50 of 100 cpu) holds one big guest of 60: 10 over, and no host can take it as things are.
     # h2 (100 of 200) is full of five guests of 20; h3 (50 of 100) is empty. Making room: big to h2, then h2's
     # guests, biggest first, to the host it left and to h3, until nothing is over: cost 10 -> 0.
     hosts = [host("h1", cpu=100), host("h2", cpu=200), host("h3", cpu=100)]
-    vms = [vm("big", "h1", cpu=60, mem=1, move_cost=0)] + [vm("s%d" % k, "h2", cpu=20, mem=1, move_cost=0)
+    vms = [vm("big", "h1", cpu=60, mem=1, move_cost=big_move_cost)] + [vm("s%d" % k, "h2", cpu=20, mem=1, move_cost=0)
                                                            for k in range(5)]
     d = doc(hosts, vms, [soft_ceiling(["h1", "h2", "h3"])], objective="cost")
     prob = parse_document(d)
@@ -308,8 +308,7 @@ def test_making_room_moves_a_big_guest_where_only_room_made_for_it_lets_it_go():
     # No single move lowers the cost: the big guest is over everywhere, a small one adds load where it lands.
     assert all(model.shift_delta(big, h) >= 0 for h in (1, 2))
     before = list(pk.asg)
-    done = costsearch._make_room(pk, model, big, 1, 0.0, pk.items_by_host(), [0, 1, 2], random.Random(3).random,
-                                 None, 0)
+    done = costsearch._make_room(pk, model, big, 1, pk.items_by_host(), [0, 1, 2], random.Random(3).random, None, 0)
     assert done is not None
     journal, d, dm = done
     assert pk.asg[big] == 1 and not any(pk.over(h) for h in range(3))
@@ -319,14 +318,16 @@ def test_making_room_moves_a_big_guest_where_only_room_made_for_it_lets_it_go():
 
 
 def test_making_room_changes_nothing_when_it_does_not_pay():
-    _d, pk, model = _room_case()
+    # The big guest's move costs 10, what it gains: no gain, undone, placement and counts as they were.
+    _d, pk, model = _room_case(big_move_cost=10)
     big = pk.state.vm_ids.index("big")
     before, cost = list(pk.asg), model.total()
-    # Asked for a gain of 11 where only 10 is to be had: undone, placement and counts as they were.
-    assert costsearch._make_room(pk, model, big, 1, -11.0, pk.items_by_host(), [0, 1, 2],
-                                 random.Random(3).random, None, 0) is None
+    assert costsearch._make_room(pk, model, big, 1, pk.items_by_host(), [0, 1, 2], random.Random(3).random,
+                                 None, 0) is None
     assert pk.asg == before and model.total() == cost
     # Nor past a migration budget: four moves needed, three allowed.
-    assert costsearch._make_room(pk, model, big, 1, 0.0, pk.items_by_host(), [0, 1, 2],
-                                 random.Random(3).random, 3, 0) is None
+    _d, pk, model = _room_case()
+    before = list(pk.asg)
+    assert costsearch._make_room(pk, model, big, 1, pk.items_by_host(), [0, 1, 2], random.Random(3).random,
+                                 3, 0) is None
     assert pk.asg == before
