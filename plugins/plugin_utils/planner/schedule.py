@@ -1,10 +1,12 @@
 """Wave scheduling of migrations: per-host limits, capacity held on both hosts while a guest moves,
-anti-affinity kept at every instant, bandwidth sharing, cycles broken through a temporary host."""
+anti-affinity, spread and depends kept at every instant, bandwidth sharing, cycles broken through a temporary
+host."""
 
 from __future__ import annotations
 
 from .costs import RISK_HIGH_RHO, effective_bandwidth_mbs, migration_prediction
 from .packing import EPS
+from .wave_rules import LabelRules
 
 INF_BW = float("inf")
 
@@ -75,6 +77,7 @@ def schedule(pk, final, opts, start=None):
     out = Schedule()
     bundle_groups = _bundle_groups(pk)
     ctx = (pk, vcur, used, occ, key, bundle_groups)
+    rules = LabelRules(pk.cons, vcur) if (pk.cons.spread or pk.cons.depends) else None
 
     def over(h):
         for r in range(nr):
@@ -99,6 +102,8 @@ def schedule(pk, final, opts, start=None):
         arr = [dict() for _unused in range(nr)]
         arriving = set()
         wave = []
+        if rules is not None:
+            rules.start_wave()
         # The order is fixed once (overloaded sources first, then largest memory); later waves skip
         # what is done (pending only shrinks: a detoured guest stays pending until it lands).
         if order is None:
@@ -120,6 +125,8 @@ def schedule(pk, final, opts, start=None):
                 srcs = {src} if src >= 0 else set()
                 if not _fits(ctx, movers, d, arr) or not _aa_free(ctx, movers, d, arriving):
                     continue
+                if rules is not None and not rules.allows(movers, vcur, d):
+                    continue
             else:
                 # A bundle: the first unit of its guests that the limits and capacities allow now.
                 movers = srcs = None
@@ -130,12 +137,15 @@ def schedule(pk, final, opts, start=None):
                             continue
                     elif touched.get(d, 0) >= limit or any(touched.get(s, 0) >= limit for s in unit_srcs):
                         continue
-                    if _fits(ctx, unit, d, arr) and _aa_free(ctx, unit, d, arriving):
+                    if _fits(ctx, unit, d, arr) and _aa_free(ctx, unit, d, arriving) and \
+                            (rules is None or rules.allows(unit, vcur, d)):
                         movers, srcs = unit, unit_srcs
                         break
                 if movers is None:
                     continue
             wave.append((i, d, movers))
+            if rules is not None:
+                rules.add(movers, vcur, d)
             for h in srcs | {d}:
                 touched[h] = limit if solo.get(i) else touched.get(h, 0) + 1
             for v in movers:
@@ -144,8 +154,10 @@ def schedule(pk, final, opts, start=None):
                 for gi in vm_aa[v] or ():
                     arriving.add((gi, key(gi, d)))
         if not wave:
-            wave = _break_deadlock(ctx, pending, opts, out)
+            wave = _break_deadlock(ctx, pending, opts, out, rules)
         out.waves.append(_apply_wave(ctx, wave, pending, final))
+        if rules is not None:
+            rules.commit(out.waves[-1])
     _durations(pk, out, limit)
     return out
 
@@ -247,7 +259,7 @@ def _tied_sets(movers, groups, vcur):
     return sets
 
 
-def _temp_host(ctx, i, pending):
+def _temp_host(ctx, i, pending, rules=None):
     """(temporary host, guests to move there) for a detour of item ``i``, or (None, None)."""
     pk, vcur, used, _occ, _key, bundle_groups = ctx
     nr = pk.nr
@@ -260,6 +272,8 @@ def _temp_host(ctx, i, pending):
                 continue
             if not _fits(ctx, movers, t, no_arrivals) or not _aa_free(ctx, movers, t, set()):
                 continue
+            if rules is not None and not rules.allows(movers, vcur, t):
+                continue
             load = max((used[r][t] + add[r]) / pk.lim[r][t] if pk.lim[r][t] > 0 else 0.0 for r in range(nr))
             if best is None or load < best_load:
                 best, best_load = t, load
@@ -268,7 +282,7 @@ def _temp_host(ctx, i, pending):
     return None, None
 
 
-def _break_deadlock(ctx, pending, opts, out):
+def _break_deadlock(ctx, pending, opts, out, rules=None):
     """Route one item of a waits-for cycle (else any blocked item) through a temporary host."""
     if not opts["temp_hosts"]:
         raise ScheduleError("migration cycle and temporary hosts are disabled", sorted(pending))
@@ -278,7 +292,7 @@ def _break_deadlock(ctx, pending, opts, out):
     rest = [i for i in pending if i not in set(cyc)]
     for group in (cyc, rest):
         for i in sorted(group, key=lambda j: (pk.size(j, ones), j)):
-            t, movers = _temp_host(ctx, i, pending)
+            t, movers = _temp_host(ctx, i, pending, rules)
             if t is not None:
                 out.temp.append((i, t))
                 return [(i, t, movers)]

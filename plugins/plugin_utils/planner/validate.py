@@ -110,6 +110,7 @@ def check_plan(doc, result, check_expectations=True):
                     errs.append("wave %d: %s %s %.0f > %.0f while guests move (rule 3)" % (w, h, st.res[r], tot,
                                                                                            limit(r, hidx[h])))
         before = [aa_ok(cur, g) for g in groups]
+        rules_before = _label_rules(st, cons, cur) if check_expectations else None
         aff_before = [len({cur.get(st.vm_ids[v]) for v in vms if st.vm_ids[v] in cur}) <= 1 for _e, vms in cons.aff]
         for m in wave:
             vm = m.get("vm")
@@ -128,6 +129,10 @@ def check_plan(doc, result, check_expectations=True):
                 hs = {cur.get(st.vm_ids[v]) for v in vms if st.vm_ids[v] in cur}
                 if ok and len(hs) > 1:
                     errs.append("wave %d: affinity %s split" % (w, e.id))
+            # Spread and depends between waves, as anti-affinity: a rule that held before a wave holds after it.
+            for eid, ok, ok_after in zip(rules_before[0], rules_before[1], _label_rules(st, cons, cur)[1]):
+                if ok and not ok_after:
+                    errs.append("wave %d: %s broken between waves" % (w, eid))
     final = result.get("assignment", {})
     for vm, h in cur.items():
         if final.get(vm) != h:
@@ -166,6 +171,18 @@ def check_plan(doc, result, check_expectations=True):
                     s.get("kind") == "power_on" and s.get("host") == h for s in result.get("steps", [])):
                 errs.append("%s ends on host %s that is off" % (vm, h))
     return errs
+
+
+def _label_rules(st, cons, place):
+    """(ids, holds) of the spread and depends expectations on ``place`` (guest id -> host id)."""
+    hidx = st.host_index
+
+    def keys(vms, lab):
+        return {cons.label_key[lab][hidx[place[st.vm_ids[v]]]] for v in vms if place.get(st.vm_ids[v]) in hidx}
+    ids = [e.id for e, _vms, _lab, _n in cons.spread] + [e.id for e, _dep, _on, _lab in cons.depends]
+    holds = [len(keys(vms, lab)) >= n for _e, vms, lab, n in cons.spread]
+    holds += [not keys(dep, lab) - keys(on, lab) for _e, dep, on, lab in cons.depends]
+    return ids, holds
 
 
 def _final_rules(st, cons, final, init, dem, limit, errs):
