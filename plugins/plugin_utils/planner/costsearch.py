@@ -46,8 +46,8 @@ HOME_SHARE = 0.1
 # converging; strictly lower only, a1_2 and a2_1 kept the gains below). One such attempt
 # prices ~ROOM_TRIES x guests per host moves, so it is tried for ROOM_SHARE of the candidates from costly hosts and
 # gets at most ROOM_TIME_SHARE of the search time. On ROADEF a2_1 (big guests alone on hosts whose soft ceiling is
-# below their size) it took the 60 s cost from 9.1 M to 1.03 M in 7 of 7 runs; on a1_2, a1_4 and a2_2-a2_5 the
-# results stayed within run-to-run spread (+-4 %); at 5 % of the time a2_1 stayed at 1.1-7.5 M.
+# below their size) it took the 60 s cost from 9.1 M to 0.39-2.9 M in every one of a dozen runs; on a1_2, a1_4 and
+# a2_2-a2_5 the results stayed within run-to-run spread; at 5 % of the time a2_1 stayed at 1.1-7.5 M.
 ROOM_SHARE = 0.01
 ROOM_TIME_SHARE = 0.15
 ROOM_TRIES = 100

@@ -293,8 +293,8 @@ def _room_case(big_move_cost=0):
     # h2 (100 of 200) is full of five guests of 20; h3 (50 of 100) is empty. Making room: big to h2, then h2's
     # guests, biggest first, to the host it left and to h3, until nothing is over: cost 10 -> 0.
     hosts = [host("h1", cpu=100), host("h2", cpu=200), host("h3", cpu=100)]
-    vms = [vm("big", "h1", cpu=60, mem=1, move_cost=big_move_cost)] + [vm("s%d" % k, "h2", cpu=20, mem=1, move_cost=0)
-                                                           for k in range(5)]
+    smalls = [vm("s%d" % k, "h2", cpu=20, mem=1, move_cost=0) for k in range(5)]
+    vms = [vm("big", "h1", cpu=60, mem=1, move_cost=big_move_cost)] + smalls
     d = doc(hosts, vms, [soft_ceiling(["h1", "h2", "h3"])], objective="cost")
     prob = parse_document(d)
     pk = Packing(prob.state, prob.cons, [True] * 3)
