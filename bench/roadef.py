@@ -98,11 +98,12 @@ def solve(model, assignment, budget, seed=0, objective="cost", planner_path=None
         planner["target_cost"] = planner["plan_cost"]
         unreached = plan.get("unreached_target")
         if unreached:
-            planner["target_cost"] = roadef_cost.cost(inst, roadef_model.assignment_from_plan(inst, unreached))["total"]
+            target = roadef_model.assignment_from_plan(inst, unreached)
+            planner["target_cost"] = roadef_cost.cost(inst, target)["total"]
             if answer == "target":
                 # The challenge scores a final assignment under its own rules (transient usage on both machines, no
                 # order of moves): the planner's target meets them though its plan could not reach it safely.
-                a = roadef_model.assignment_from_plan(inst, unreached)
+                a = target
         viol = roadef_cost.violations(inst, a)
         raw = roadef_cost.cost(inst, a)
         planner["raw_cost"] = raw["total"]

@@ -160,10 +160,7 @@ def _make_room(pk, model, i, b, on_host, hosts, rand, cap, moved):
                     break
     if not pk.over(b) and d < -ROOM_MIN_GAIN and (cap is None or moved + dm <= cap) and pk.rules_hold(i, a, b):
         return undo, d, dm
-    for k, was in reversed(undo):
-        now = pk.asg[k]
-        pk.move(k, was)
-        model.moved(k, now, was)
+    _undo(pk, model, undo)
     return None
 
 

@@ -173,31 +173,30 @@ def check_plan(doc, result, check_expectations=True):
     return errs
 
 
+def _label_values(st, cons, place, vms, lab):
+    """Values of host label ``lab`` under the guests ``vms`` in ``place`` (guest id -> host id)."""
+    hidx = st.host_index
+    return {cons.label_key[lab][hidx[place[st.vm_ids[v]]]] for v in vms if place.get(st.vm_ids[v]) in hidx}
+
+
 def _label_rules(st, cons, place):
     """(ids, holds) of the spread and depends expectations on ``place`` (guest id -> host id)."""
-    hidx = st.host_index
-
-    def keys(vms, lab):
-        return {cons.label_key[lab][hidx[place[st.vm_ids[v]]]] for v in vms if place.get(st.vm_ids[v]) in hidx}
     ids = [e.id for e, _vms, _lab, _n in cons.spread] + [e.id for e, _dep, _on, _lab in cons.depends]
-    holds = [len(keys(vms, lab)) >= n for _e, vms, lab, n in cons.spread]
-    holds += [not keys(dep, lab) - keys(on, lab) for _e, dep, on, lab in cons.depends]
+    holds = [len(_label_values(st, cons, place, vms, lab)) >= n for _e, vms, lab, n in cons.spread]
+    holds += [not _label_values(st, cons, place, dep, lab) - _label_values(st, cons, place, on, lab)
+              for _e, dep, on, lab in cons.depends]
     return ids, holds
 
 
 def _final_rules(st, cons, final, init, dem, limit, errs):
     """Spread, depends and transient usage on the final placement."""
     hidx = st.host_index
-
-    def keys(vms, lab):
-        return [cons.label_key[lab][hidx[final[st.vm_ids[v]]]] for v in vms
-                if final.get(st.vm_ids[v]) in hidx]
     for e, vms, lab, n in cons.spread:
-        got = len(set(keys(vms, lab)))
+        got = len(_label_values(st, cons, final, vms, lab))
         if got < n:
             errs.append("spread %s covers %d %s value(s) < %d at the end" % (e.id, got, lab, n))
     for e, dep, on, lab in cons.depends:
-        missing = set(keys(dep, lab)) - set(keys(on, lab))
+        missing = _label_values(st, cons, final, dep, lab) - _label_values(st, cons, final, on, lab)
         if missing:
             errs.append("depends %s: %s %s holds dependants and none they depend on at the end" % (
                 e.id, lab, sorted(map(str, missing))[0]))

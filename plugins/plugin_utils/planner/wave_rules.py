@@ -49,16 +49,12 @@ class LabelRules:
         kind, _key, n = self.rules[r]
 
         def present(role):
-            out = set()
-            for k, x in self.cnt[r][role].items():
-                x -= ((gone or {}).get(role) or {}).get(k, 0)
-                x += ((extra or {}).get(role) or {}).get(k, 0)
-                if x > 0:
-                    out.add(k)
+            c = dict(self.cnt[r][role])
+            for k, x in ((gone or {}).get(role) or {}).items():
+                c[k] = c.get(k, 0) - x
             for k, x in ((extra or {}).get(role) or {}).items():
-                if x > 0 and k not in self.cnt[r][role]:
-                    out.add(k)
-            return out
+                c[k] = c.get(k, 0) + x
+            return {k for k, x in c.items() if x > 0}
         if kind == "spread":
             return len(present("m")) >= n
         return present("d") <= present("p")
