@@ -331,3 +331,54 @@ def test_making_room_changes_nothing_when_it_does_not_pay():
     assert costsearch._make_room(pk, model, big, 1, pk.items_by_host(), [0, 1, 2], random.Random(3).random,
                                  3, 0) is None
     assert pk.asg == before
+
+
+def _improving_moves_left(pk, model, hosts):
+    """Every single move and swap that lowers the cost and keeps the hard rules, found by brute force."""
+    left = []
+    for i, a in enumerate(pk.asg):
+        left += [(i, b) for b in hosts if b != a and pk.can_place(i, b) and model.shift_delta(i, b) < -1e-6]
+        for j, b in enumerate(pk.asg):
+            if b == a or not pk.swap_fits(i, j):
+                continue
+            d = model.swap_delta(i, j)
+            if d is not None and d < -1e-6 and costsearch._swap(pk, i, j, a, b):
+                left.append((i, j))
+                pk.move(i, a)
+                pk.move(j, b)
+    return left
+
+
+# Random documents (of _random_doc) whose start is already a local optimum.
+NO_GAIN_SEEDS = (6, 7, 8)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_descent_ends_where_no_move_or_swap_lowers_the_cost(seed):
+    rng = random.Random(seed)
+    prob = parse_document(_random_doc(rng))
+    pk = Packing(prob.state, prob.cons, [True] * prob.state.n_hosts)
+    model = CostModel(pk, 3)
+    hosts = list(range(pk.nh))
+    before, moved = model.total()["total"], pk.migrations()
+    assert _improving_moves_left(pk, model, hosts) or seed in NO_GAIN_SEEDS
+    gain, dm, made, _sweeps = costsearch._descend(pk, model, list(range(len(pk.asg))), hosts, float("inf"),
+                                                  rng.random, None, moved)
+    after = CostModel(pk, 3).total()["total"]
+    assert after == pytest.approx(before + gain) and gain <= 0
+    assert (made == 0) == (seed in NO_GAIN_SEEDS)
+    assert dm == pk.migrations() - moved
+    assert not pk.hard_violations()
+    assert _improving_moves_left(pk, model, hosts) == []
+
+
+def test_descent_keeps_the_migration_budget():
+    # Two guests over a soft ceiling on h1, room for both on h2; a budget of one migration moves one only.
+    hosts = [host("h1", cpu=100), host("h2", cpu=100)]
+    vms = [vm("a", "h1", cpu=40, mem=1, move_cost=0), vm("b", "h1", cpu=40, mem=1, move_cost=0)]
+    prob = parse_document(doc(hosts, vms, [soft_ceiling(["h1", "h2"], pct=30)], objective="cost"))
+    pk = Packing(prob.state, prob.cons, [True] * 2)
+    model = CostModel(pk, 0)
+    gain, dm, made, _sweeps = costsearch._descend(pk, model, [0, 1], [0, 1], float("inf"), random.Random(0).random,
+                                                  1, 0)
+    assert (dm, made, pk.migrations()) == (1, 1, 1) and gain == pytest.approx(-30)
