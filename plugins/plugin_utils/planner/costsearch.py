@@ -438,6 +438,9 @@ def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
         if cur < hist[slot]:
             hist[slot] = cur
     _undo(pk, model, journal)
+    if work and best < before["total"]:
+        # Where late acceptance got to, kept for the ordering: the descent may make swaps no safe order reaches.
+        _keep(checkpoints, best, asg)
     polish_stop = deadline - post_per_move * pk.migrations()
     t_polish = time.monotonic()
     polished = _descend(pk, model, movable, hosts, polish_stop, rand, cap, pk.migrations()) if work else (0, 0, 0, 0)

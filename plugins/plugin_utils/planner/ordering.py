@@ -17,6 +17,11 @@ COST_WAVES_MIN = 50
 # Objective "cost": rounds of sending blocked guests elsewhere, and the most blocked guests worth it.
 REDIRECT_ROUNDS = 5
 REDIRECT_MAX = 20
+# Objective "cost": the newest kept placements tried in one go before stages (newest first, at most this many). What
+# can be ordered is not monotone along the search's path: the closing descent makes swaps that a full cluster cannot
+# order while the placement it started from can be (ROADEF a2_4 at 300 s: the descended target and the second
+# kept placement could not be ordered, the plan stopped at the first of 116).
+NEWEST_TRIES = 3
 
 
 def schedule_target(prob, pk, reasons, deadline, stats):
@@ -127,10 +132,19 @@ def _furthest(pk, cps, reached, start, opts, deadline):
     return found
 
 
+def _hosts_of(pk, placement, start):
+    """Host per guest once ``placement`` (host per item) is reached from ``start`` (host per guest)."""
+    out = list(start)
+    for i, h in enumerate(placement):
+        for v in pk.members[i]:
+            out[v] = h if h >= 0 else out[v]
+    return out
+
+
 def _schedule_checkpoint(pk, reasons, opts, deadline, stats):
-    """Stages through the placements the cost search kept on its way: from where the last stage ends, the
-    furthest kept placement (the final one included) the scheduler can order safely (``_furthest``), while
-    time is left. Returns the stages' schedule run one after the other (``pk`` left on the placement
+    """Stages through the placements the cost search kept on its way: the newest ones first in one go, then,
+    from where the last stage ends, the furthest kept placement (the final one included) the scheduler can order
+    safely (``_furthest``), while time is left. Returns the stages' schedule run one after the other (``pk`` left on the placement
     the last stage reaches), or None when not even the first can be ordered."""
     cps = list(getattr(pk, "checkpoints", None) or [])
     if not cps:
@@ -138,15 +152,24 @@ def _schedule_checkpoint(pk, reasons, opts, deadline, stats):
     cps.append((CostModel(pk, opts["service_move_cost"]).total()["total"], list(pk.asg)))
     st = pk.state
     start, reached, stages = list(st.host_of), -1, []
+    for k in range(len(cps) - 2, max(-1, len(cps) - 2 - NEWEST_TRIES), -1):
+        if time.monotonic() >= deadline:
+            break
+        pk.reset(cps[k][1])
+        try:
+            stages.append(schedule(pk, list(pk.asg), _wave_cap(pk, opts), start))
+        except ScheduleError:
+            continue
+        reached = k
+        start = _hosts_of(pk, cps[k][1], start)
+        break
     while reached < len(cps) - 1 and time.monotonic() < deadline:
         found = _furthest(pk, cps, reached, start, opts, deadline)
         if found is None:
             break
         reached, sched = found
         stages.append(sched)
-        for i, h in enumerate(cps[reached][1]):
-            for v in pk.members[i]:
-                start[v] = h if h >= 0 else start[v]
+        start = _hosts_of(pk, cps[reached][1], start)
     if not stages:
         return None
     pk.reset(cps[reached][1])

@@ -382,3 +382,31 @@ def test_descent_keeps_the_migration_budget():
     gain, dm, made, _sweeps = costsearch._descend(pk, model, [0, 1], [0, 1], float("inf"), random.Random(0).random,
                                                   1, 0)
     assert (dm, made, pk.migrations()) == (1, 1, 1) and gain == pytest.approx(-30)
+
+
+def test_the_newest_kept_placement_is_tried_in_one_go_before_stages(monkeypatch):
+    # Kept on the way: P0 (a to h2), P1 (a and b to h2); the final target P2 (a, b and c to h2). A scheduler that
+    # refuses P0 and P2 leaves stages from the oldest kept placement nothing; the newest one, in one go, is reached.
+    d = doc([host("h1"), host("h2")], [vm("a", "h1"), vm("b", "h1"), vm("c", "h1")])
+    prob = parse_document(d)
+    pk = Packing(prob.state, prob.cons, [True] * 2)
+    p0, p1, p2 = [1, 0, 0], [1, 1, 0], [1, 1, 1]
+    pk.checkpoints = [(2.0, p0), (1.0, p1)]
+    pk.reset(p2)
+    real = ordering.schedule
+    tried = []
+
+    def refuse(pk_, target, *args, **kwargs):
+        tried.append(list(target))
+        if list(target) in (p0, p2):
+            raise ScheduleError("refused for the test", items=[0])
+        return real(pk_, target, *args, **kwargs)
+    monkeypatch.setattr(ordering, "schedule", refuse)
+    stats = {"cost": {}}
+    opts = dict(prob.options, objective="cost", service_move_cost=0)
+    sched = ordering._schedule_checkpoint(pk, Reasons(), opts, float("inf"), stats)
+    assert sched is not None and list(pk.asg) == p1
+    assert stats["cost"]["checkpoint"] == "2 of 3" and stats["cost"]["stages"] == 1
+    assert tried[0] == p1 and p2 in tried      # the newest kept first, then on from it to the final one
+    moves = sorted(m for wave in sched.waves for _i, ms in wave for m in ms)
+    assert moves == [(0, 0, 1), (1, 0, 1)]
