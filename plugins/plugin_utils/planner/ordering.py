@@ -18,9 +18,9 @@ COST_WAVES_MIN = 50
 REDIRECT_ROUNDS = 5
 REDIRECT_MAX = 20
 # Objective "cost": the newest kept placements tried in one go before stages (newest first, at most this many). What
-# can be ordered is not monotone along the search's path: the closing descent makes swaps that a full cluster cannot
-# order while the placement it started from can be (ROADEF a2_4 at 300 s: the descended target and the second
-# kept placement could not be ordered, the plan stopped at the first of 116).
+# can be ordered is not monotone along the search's path: the closing descent may make swaps that a full cluster
+# cannot order while the placement it started from can be. (On ROADEF a2_4 at 300 s the plan stopped after 2
+# migrations with and without this: none of those placements could be ordered there.)
 NEWEST_TRIES = 3
 
 
@@ -143,9 +143,9 @@ def _hosts_of(pk, placement, start):
 
 def _schedule_checkpoint(pk, reasons, opts, deadline, stats):
     """Stages through the placements the cost search kept on its way: the newest ones first in one go, then,
-    from where the last stage ends, the furthest kept placement (the final one included) the scheduler can order
-    safely (``_furthest``), while time is left. Returns the stages' schedule run one after the other (``pk`` left on the placement
-    the last stage reaches), or None when not even the first can be ordered."""
+    from where the last stage ends, the furthest kept placement (the final one included) the scheduler can
+    order safely (``_furthest``), while time is left. Returns the stages' schedule run one after the other
+    (``pk`` left on the placement the last stage reaches), or None when not even the first can be ordered."""
     cps = list(getattr(pk, "checkpoints", None) or [])
     if not cps:
         return None

@@ -211,13 +211,18 @@ def _random_doc(rng):
             "options": {"objective": "cost", "service_move_cost": 3}}
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_prices_of_moves_and_swaps_match_the_recomputed_cost(seed):
-    """Every delta the search relies on equals the change of the cost recomputed from scratch."""
+def _random_case(seed):
+    """(rng, Packing, CostModel) of a random document (``_random_doc``) drawn with ``seed``."""
     rng = random.Random(seed)
     prob = parse_document(_random_doc(rng))
     pk = Packing(prob.state, prob.cons, [True] * prob.state.n_hosts)
-    model = CostModel(pk, 3)
+    return rng, pk, CostModel(pk, 3)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_prices_of_moves_and_swaps_match_the_recomputed_cost(seed):
+    """Every delta the search relies on equals the change of the cost recomputed from scratch."""
+    rng, pk, model = _random_case(seed)
     for _step in range(60):
         before = model.total()["total"]
         i = rng.randrange(len(pk.asg))
@@ -355,10 +360,7 @@ NO_GAIN_SEEDS = (6, 7, 8)
 
 @pytest.mark.parametrize("seed", range(12))
 def test_descent_ends_where_no_move_or_swap_lowers_the_cost(seed):
-    rng = random.Random(seed)
-    prob = parse_document(_random_doc(rng))
-    pk = Packing(prob.state, prob.cons, [True] * prob.state.n_hosts)
-    model = CostModel(pk, 3)
+    rng, pk, model = _random_case(seed)
     hosts = list(range(pk.nh))
     before, moved = model.total()["total"], pk.migrations()
     assert _improving_moves_left(pk, model, hosts) or seed in NO_GAIN_SEEDS
