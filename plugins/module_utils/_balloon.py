@@ -64,7 +64,9 @@ def within(current, target, tolerance):
 def used_memory(stats):
     """``(used_kib, rule)`` from memoryStats(), or ``(None, why)`` when it cannot be known.
 
-    used = actual - usable (guest MemAvailable), else actual - unused (guest MemFree).
+    used = actual - usable (guest MemAvailable), else actual - unused (guest MemFree). A guest cannot have
+    more available than its balloon holds: such figures predate the last balloon change (``actual`` moves
+    at once, the guest reports every stats period), so what it uses is not known yet.
     """
     stats = stats or {}
     actual = stats.get("actual")
@@ -73,8 +75,11 @@ def used_memory(stats):
     for key, rule in (("usable", "actual - usable (guest MemAvailable)"),
                       ("unused", "actual - unused (guest MemFree)")):
         value = stats.get(key)
+        if value is not None and value > actual:
+            return None, ("the guest's statistics predate its last balloon change ('%s' %d KiB is more than the "
+                          "balloon's %d KiB; it reports every stats period)" % (key, value, actual))
         if value is not None:
-            return max(actual - value, 0), rule
+            return actual - value, rule
     return None, ("the guest reports neither 'usable' nor 'unused' memory statistics (is the balloon "
                   "driver loaded and <memballoon><stats period='N'/> set?)")
 

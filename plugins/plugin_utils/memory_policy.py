@@ -233,7 +233,8 @@ def guest_used_mib(stats):
 
     The same rule as the autopilot.kvm.balloon module (module_utils/_balloon.used_memory), so a target
     the policy picks is one the module accepts: used = actual - usable (the guest's MemAvailable), else
-    actual - unused (its MemFree, which counts the page cache as used).
+    actual - unused (its MemFree, which counts the page cache as used); figures above ``actual`` predate the
+    last balloon change, so what the guest uses is not known yet.
     """
     stats = stats or {}
     actual = stats.get("actual")
@@ -241,8 +242,10 @@ def guest_used_mib(stats):
         return None, "no balloon statistics (no 'actual' value)"
     for key, rule in (("usable", "actual - usable"), ("unused", "actual - unused")):
         value = stats.get(key)
+        if value is not None and value > actual:
+            return None, "stale balloon statistics ('%s' above 'actual': they predate the last balloon change)" % key
         if value is not None:
-            return _mib(max(actual - value, 0)), rule
+            return _mib(actual - value), rule
     return None, "the guest reports neither 'usable' nor 'unused' (balloon driver or <stats period> missing)"
 
 

@@ -57,6 +57,18 @@ def test_used_unknown(stats, why):
     assert why in rule
 
 
+def test_statistics_from_before_the_last_balloon_change_are_not_trusted():
+    # The balloon went from 256 to 160 MiB; the guest's last report (MemAvailable 190 MiB) is from before it.
+    stale = dict(STATS, actual=160 * MIB)
+    used, rule = b.used_memory(stale)
+    assert used is None and "predate its last balloon change" in rule
+    with pytest.raises(b.BalloonError, match="from 160 MiB to 64 MiB: the guest's statistics predate .* so what it "
+                                             "uses cannot be checked"):
+        b.check_request(64 * MIB, 256 * MIB, live_kib=160 * MIB, stats=stale, shrink_live=True)
+    info = b.check_request(64 * MIB, 256 * MIB, live_kib=160 * MIB, stats=stale, shrink_live=True, force=True)
+    assert info["used_kib"] is None and "predate" in info["warnings"][0]
+
+
 def test_config_memory_units():
     xml = ("<domain><memory unit='MiB'>256</memory><currentMemory unit='KiB'>163840</currentMemory>"
            "</domain>")
