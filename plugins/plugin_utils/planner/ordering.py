@@ -102,11 +102,7 @@ def _furthest(pk, cps, reached, start, opts, deadline):
     logarithm of its length in attempts (failed ones are the slow ones). None when not even the next one can."""
 
     def attempt(k):
-        pk.reset(cps[k][1])
-        try:
-            return schedule(pk, list(pk.asg), _wave_cap(pk, opts), start)
-        except ScheduleError:
-            return None
+        return _try_order(pk, cps[k][1], opts, start)
     last = len(cps) - 1
     found, step, bad = None, 1, None
     while time.monotonic() < deadline:
@@ -132,6 +128,15 @@ def _furthest(pk, cps, reached, start, opts, deadline):
     return found
 
 
+def _try_order(pk, placement, opts, start):
+    """The schedule from ``start`` to ``placement`` (``pk`` left on it), or None when it cannot be ordered."""
+    pk.reset(placement)
+    try:
+        return schedule(pk, list(pk.asg), _wave_cap(pk, opts), start)
+    except ScheduleError:
+        return None
+
+
 def _hosts_of(pk, placement, start):
     """Host per guest once ``placement`` (host per item) is reached from ``start`` (host per guest)."""
     out = list(start)
@@ -155,11 +160,10 @@ def _schedule_checkpoint(pk, reasons, opts, deadline, stats):
     for k in range(len(cps) - 2, max(-1, len(cps) - 2 - NEWEST_TRIES), -1):
         if time.monotonic() >= deadline:
             break
-        pk.reset(cps[k][1])
-        try:
-            stages.append(schedule(pk, list(pk.asg), _wave_cap(pk, opts), start))
-        except ScheduleError:
+        sched = _try_order(pk, cps[k][1], opts, start)
+        if sched is None:
             continue
+        stages.append(sched)
         reached = k
         start = _hosts_of(pk, cps[k][1], start)
         break
