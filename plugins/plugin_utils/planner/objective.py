@@ -45,6 +45,8 @@ class CostModel:
                 if entries:
                     self.lim1[r][h], self.w1[r][h] = entries[0]
                     row[h] = entries[1:] or None
+        # Resources with a second ceiling on some host: the pricing loop skips the others' extra check.
+        self.extra = [any(row) for row in self.ceil]
         self.ratio_at = [[] for _unused in range(nh)]
         for e, rf, rp, ratio, hosts in cons.free_ratio:
             if e.weight:
@@ -168,7 +170,7 @@ class CostModel:
     # --- prices of changes ----------------------------------------------------------------------
     def hosts_delta(self, a, b, vec, nz):
         """Cost change when host ``a`` loses ``vec`` (per resource) and ``b`` gains it."""
-        used, ceil, lim1, w1 = self.pk.used, self.ceil, self.lim1, self.w1
+        used, ceil, lim1, w1, extra = self.pk.used, self.ceil, self.lim1, self.w1, self.extra
         d = 0.0
         for r in nz:
             x = vec[r]
@@ -185,6 +187,8 @@ class CostModel:
                 after = before + x
                 if before > 0 or after > 0:
                     d += w1[r][b] * ((after if after > 0 else 0) - (before if before > 0 else 0))
+            if not extra[r]:
+                continue
             row = ceil[r]
             for h, sign in ((a, -1), (b, 1)) if (row[a] or row[b]) else ():
                 for lim, w in row[h] or ():
@@ -239,6 +243,17 @@ class CostModel:
         new_top = max(new_top, level)
         return self.w_service * (new_top - top)
 
+    def _service_delta_one(self, s, ds):
+        """``_service_delta([(s, ds)])`` for one guest's move (``ds`` is -1, 0 or 1), without its bookkeeping:
+        the search prices a move this way on every candidate."""
+        if s < 0 or not ds:
+            return 0.0
+        n, top = self.smoved.get(s, 0), self.smax
+        if ds > 0:
+            return self.w_service * (n + 1 - top) if n + 1 > top else 0.0
+        # The top drops (by one) only when this service alone holds it.
+        return -self.w_service if n == top and self.shist.get(n, 0) == 1 else 0.0
+
     def _service_change(self, v, a, b):
         home = self.home[v]
         return (self.service[v], (b != home) - (a != home)) if home >= 0 else (-1, 0)
@@ -249,7 +264,7 @@ class CostModel:
         v = self.pk.members[i][0]
         d = self.hosts_delta(a, b, self.col[i], self.nz[i]) + self._guest_delta(v, a, b)
         if self.w_service:
-            d += self._service_delta([self._service_change(v, a, b)])
+            d += self._service_delta_one(*self._service_change(v, a, b))
         return d
 
     def swap_delta(self, i, j):

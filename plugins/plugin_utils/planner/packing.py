@@ -248,27 +248,26 @@ class Packing:
 
     def fits(self, i, h):
         used, dem, lim = self.used, self.dem, self.lim
-        for r in range(self.nr):
-            if used[r][h] + dem[r][i] > lim[r][h] + EPS:
-                return False
         if self.trans:
             # Transient usage: what guests that left ``h`` still hold there, plus ``i`` unless it returns home.
+            # Checked first: where guests have moved, transient resources are the tight ones (on ROADEF a2_2 99 %
+            # of the candidate swaps that do not fit fail on one), so most refusals end here.
             away = h != self.home[i]
             for r in self.trans:
                 if used[r][h] + self.resid[r][h] + (dem[r][i] if away else 0) > lim[r][h] + EPS:
                     return False
+        for r in range(self.nr):
+            if used[r][h] + dem[r][i] > lim[r][h] + EPS:
+                return False
         return True
 
     def swap_fits(self, i, j):
         """Capacity (transient usage included) once items ``i`` and ``j`` exchange hosts."""
         a, b = self.asg[i], self.asg[j]
         used, dem, lim = self.used, self.dem, self.lim
-        for r in range(self.nr):
-            x = dem[r][i] - dem[r][j]
-            if used[r][b] + x > lim[r][b] + EPS or used[r][a] - x > lim[r][a] + EPS:
-                return False
         if self.trans:
             # A guest leaving its home leaves its transient usage there; one arriving home takes it up again.
+            # Checked first, as in ``fits``.
             hi, hj = self.home[i], self.home[j]
             for r in self.trans:
                 di, dj = dem[r][i], dem[r][j]
@@ -277,6 +276,10 @@ class Packing:
                 if used[r][b] + self.resid[r][b] + at_b > lim[r][b] + EPS or \
                         used[r][a] + self.resid[r][a] + at_a > lim[r][a] + EPS:
                     return False
+        for r in range(self.nr):
+            x = dem[r][i] - dem[r][j]
+            if used[r][b] + x > lim[r][b] + EPS or used[r][a] - x > lim[r][a] + EPS:
+                return False
         return True
 
     def rules_ok(self, i, h):

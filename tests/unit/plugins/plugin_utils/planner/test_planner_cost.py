@@ -211,18 +211,23 @@ def _random_doc(rng):
             "options": {"objective": "cost", "service_move_cost": 3}}
 
 
-def _random_case(seed):
-    """(rng, Packing, CostModel) of a random document (``_random_doc``) drawn with ``seed``."""
+def _random_case(seed, second_ceiling=False):
+    """(rng, Packing, CostModel) of a random document (``_random_doc``) drawn with ``seed``; with
+    ``second_ceiling``, half the hosts get a second, higher CPU ceiling."""
     rng = random.Random(seed)
-    prob = parse_document(_random_doc(rng))
+    d = _random_doc(rng)
+    if second_ceiling:
+        d["expectations"].append(soft_ceiling([h["id"] for h in d["hosts"][::2]], 80, 4, "cpu", eid="cpu-high"))
+    prob = parse_document(d)
     pk = Packing(prob.state, prob.cons, [True] * prob.state.n_hosts)
     return rng, pk, CostModel(pk, 3)
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_prices_of_moves_and_swaps_match_the_recomputed_cost(seed):
+@pytest.mark.parametrize("seed,second_ceiling", [(s, False) for s in range(40)] + [(s, True) for s in range(10)])
+def test_prices_of_moves_and_swaps_match_the_recomputed_cost(seed, second_ceiling):
     """Every delta the search relies on equals the change of the cost recomputed from scratch."""
-    rng, pk, model = _random_case(seed)
+    rng, pk, model = _random_case(seed, second_ceiling)
+    assert any(model.extra) == second_ceiling
     for _step in range(60):
         before = model.total()["total"]
         i = rng.randrange(len(pk.asg))
@@ -249,6 +254,26 @@ def test_prices_of_moves_and_swaps_match_the_recomputed_cost(seed):
         fresh = CostModel(pk, 3).total()["total"]
         assert model.total()["total"] == pytest.approx(fresh)
         assert before + d == pytest.approx(fresh)
+
+
+def test_one_guest_service_price_agrees_with_the_general_one():
+    """The fast price of one guest's move (``_service_delta_one``) equals the general one, whichever service
+    holds the most migrated guests and however many share that count."""
+    seen = set()
+    for seed in range(20):
+        rng, pk, model = _random_case(seed)
+        for _step in range(80):
+            i = rng.randrange(len(pk.asg))
+            a, b = pk.asg[i], rng.randrange(pk.nh)
+            if b == a:
+                continue
+            change = model._service_change(pk.members[i][0], a, b)
+            fast, general = model._service_delta_one(*change), model._service_delta([change])
+            assert fast == pytest.approx(general)
+            seen.add(round(fast / model.w_service))
+            pk.move(i, b)
+            model.moved(i, a, b)
+    assert seen == {-1, 0, 1}     # the walks raised the top, lowered it and left it
 
 
 def test_stages_schedule_from_where_the_previous_stage_ends():
