@@ -39,8 +39,8 @@ CHAIN_TRIES = 8
 # Share of single moves of a guest away from home that try its home host (where it uses no new capacity). Under
 # transient resources every guest away from home holds them twice, so going home is what frees capacity for the
 # next moves: at 60 s on ROADEF a1_4 and a2_2-a2_5 (seeds 0 and 1), 0.3 lowered the mean cost / best known from
-# 1.334 to 1.298 (lower on each of the 10 runs), 0.5 to 1.310; a1_2 stayed within its spread (1.014 / 1.017
-# against 1.012 / 1.020).
+# 1.334 to 1.298 (lower on each of the 10 runs; 0.5 was not measured cleanly); a1_2 stayed within its spread
+# (1.014 / 1.017 against 1.012 / 1.020).
 HOME_SHARE = 0.3
 # Making room (after Gavranović et al.'s "big process rearrangement", ROADEF 2012): a guest from a host that costs
 # something goes to a host that could hold it were it empty, overfull or not, and that host's guests move on to the
