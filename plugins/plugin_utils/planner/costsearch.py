@@ -33,15 +33,16 @@ HISTORY_PROBE_S = 1.0
 SWAP_SHARE = 0.5
 # Journal length, in movable guests, after which the search returns to its best placement.
 RESTART_AFTER = 20
-# Share of rejected single moves that try an ejection chain, and guests of the destination tried each time.
+# Share of single moves that fit but cost too much that try an ejection chain, and guests of the destination tried
+# each time.
 CHAIN_SHARE = 0.2
 CHAIN_TRIES = 8
 # Share of single moves of a guest away from home that try its home host (where it uses no new capacity). Under
 # transient resources every guest away from home holds them twice, so going home is what frees capacity for the
-# next moves: at 60 s on ROADEF a1_4 and a2_2-a2_5 (seeds 0 and 1), 0.3 lowered the mean cost / best known from
-# 1.334 to 1.298 (lower on each of the 10 runs; 0.5 was not measured cleanly); a1_2 stayed within its spread
-# (1.014 / 1.017 against 1.012 / 1.020).
-HOME_SHARE = 0.3
+# next moves. At 60 s on ROADEF (seeds 0 and 1; mean cost / best known): a1_4, a2_2, a2_3 (transient) 1.292 at 0.3,
+# 1.233 at 0.5, 1.262 at 0.7; a2_4, a2_5 (none) 1.366 at 0.1, 1.318 at 0.3, 1.339 at 0.5, 1.342 at 0 (home moves
+# help there too, within the spread between 0.3 and 0.5); a1_2 1.006-1.016 at 0.3 and 0.5, 1.026-1.033 at 0.7.
+HOME_SHARE = 0.5
 # Making room (after Gavranović et al.'s "big process rearrangement", ROADEF 2012): a guest from a host that costs
 # something goes to a host that could hold it were it empty, overfull or not, and that host's guests move on to the
 # best of ROOM_TRIES random hosts (the host it left first), biggest first: those whose move lowers the cost, then
@@ -379,12 +380,16 @@ def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
             if d is None:
                 continue
         else:
+            # A move that does not fit is never taken (an ejection chain starts from a move that fits but costs too
+            # much), so it is not priced.
             if a != home[i] and rand() < HOME_SHARE:
                 b = home[i]     # back home: its transient usage is there already
+                if not pk.fits(i, b):
+                    continue
             else:
                 b = hosts[int(rand() * nhosts)]
-            if b == a or (not pk.fits(i, b) and rand() >= CHAIN_SHARE):
-                continue
+                if b == a or not pk.fits(i, b):
+                    continue
             d = model.shift_delta(i, b)
         slot = it % history
         if room is None:

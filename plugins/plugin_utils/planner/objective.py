@@ -45,6 +45,8 @@ class CostModel:
                 if entries:
                     self.lim1[r][h], self.w1[r][h] = entries[0]
                     row[h] = entries[1:] or None
+        # The same first ceilings with infinity where there is none, for the move's price, which then needs no test.
+        self.lim1f = [[float("inf") if x is None else x for x in row] for row in self.lim1]
         # Resources with a second ceiling on some host: the pricing loop skips the others' extra check.
         self.extra = [any(row) for row in self.ceil]
         self.ratio_at = [[] for _unused in range(nh)]
@@ -203,6 +205,37 @@ class CostModel:
                 d += w * ((after if after > 0 else 0) - (before if before > 0 else 0))
         return d
 
+    def shift_hosts_delta(self, a, b, vec, nz):
+        """``hosts_delta`` for a vector with no negative entry (one guest's demand: every move the search prices).
+        Then ``a`` can only shed load above its ceiling, min(x, excess), and ``b`` only add it, min(x, excess after):
+        half the arithmetic of the general case."""
+        used, lim1f, w1, extra = self.pk.used, self.lim1f, self.w1, self.extra
+        d = 0.0
+        for r in nz:
+            x = vec[r]
+            ur, lr = used[r], lim1f[r]
+            over = ur[a] - lr[a]
+            if over > 0:
+                d -= w1[r][a] * (x if x < over else over)
+            over = ur[b] - lr[b] + x
+            if over > 0:
+                d += w1[r][b] * (x if x < over else over)
+            if extra[r]:
+                row = self.ceil[r]
+                for h, sign in ((a, -1), (b, 1)):
+                    for lim, w in row[h] or ():
+                        before = ur[h] - lim
+                        after = before + sign * x
+                        d += w * ((after if after > 0 else 0) - (before if before > 0 else 0))
+        if self.ratio_at[a] or self.ratio_at[b]:
+            cap = self.cap
+            for h, sign in ((a, 1), (b, -1)):
+                for rf, rp, k, w in self.ratio_at[h]:
+                    before = k * (cap[rp][h] - used[rp][h]) - (cap[rf][h] - used[rf][h])
+                    after = before + sign * (k * vec[rp] - vec[rf])
+                    d += w * ((after if after > 0 else 0) - (before if before > 0 else 0))
+        return d
+
     def _guest_delta(self, v, a, b):
         """Placement, group and own move-cost change of guest ``v`` going from ``a`` to ``b``."""
         d = self.guest_move_cost(v, b) - self.guest_move_cost(v, a)
@@ -262,7 +295,7 @@ class CostModel:
         """Cost change of moving one-guest item ``i`` to host ``b``."""
         a = self.pk.asg[i]
         v = self.pk.members[i][0]
-        d = self.hosts_delta(a, b, self.col[i], self.nz[i]) + self._guest_delta(v, a, b)
+        d = self.shift_hosts_delta(a, b, self.col[i], self.nz[i]) + self._guest_delta(v, a, b)
         if self.w_service:
             d += self._service_delta_one(*self._service_change(v, a, b))
         return d
