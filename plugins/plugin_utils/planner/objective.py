@@ -172,7 +172,7 @@ class CostModel:
     # --- prices of changes ----------------------------------------------------------------------
     def hosts_delta(self, a, b, vec, nz):
         """Cost change when host ``a`` loses ``vec`` (per resource) and ``b`` gains it."""
-        used, ceil, lim1, w1, extra = self.pk.used, self.ceil, self.lim1, self.w1, self.extra
+        used, lim1, w1, extra = self.pk.used, self.lim1, self.w1, self.extra
         d = 0.0
         for r in nz:
             x = vec[r]
@@ -189,15 +189,27 @@ class CostModel:
                 after = before + x
                 if before > 0 or after > 0:
                     d += w1[r][b] * ((after if after > 0 else 0) - (before if before > 0 else 0))
-            if not extra[r]:
-                continue
-            row = ceil[r]
-            for h, sign in ((a, -1), (b, 1)) if (row[a] or row[b]) else ():
-                for lim, w in row[h] or ():
-                    before = ur[h] - lim
-                    after = before + sign * x
-                    d += w * ((after if after > 0 else 0) - (before if before > 0 else 0))
-        cap = self.cap
+            if extra[r]:
+                d += self._extra_delta(r, a, b, x)
+        if self.ratio_at[a] or self.ratio_at[b]:
+            d += self._ratio_delta(a, b, vec)
+        return d
+
+    def _extra_delta(self, r, a, b, x):
+        """Change of the ceilings of resource ``r`` beyond the first when ``a`` loses ``x`` and ``b`` gains it."""
+        ur, row = self.pk.used[r], self.ceil[r]
+        d = 0.0
+        for h, sign in ((a, -1), (b, 1)):
+            for lim, w in row[h] or ():
+                before = ur[h] - lim
+                after = before + sign * x
+                d += w * ((after if after > 0 else 0) - (before if before > 0 else 0))
+        return d
+
+    def _ratio_delta(self, a, b, vec):
+        """Change of the free-ratio terms when ``a`` loses ``vec`` and ``b`` gains it."""
+        used, cap = self.pk.used, self.cap
+        d = 0.0
         for h, sign in ((a, 1), (b, -1)):
             for rf, rp, k, w in self.ratio_at[h]:
                 before = k * (cap[rp][h] - used[rp][h]) - (cap[rf][h] - used[rf][h])
@@ -221,19 +233,9 @@ class CostModel:
             if over > 0:
                 d += w1[r][b] * (x if x < over else over)
             if extra[r]:
-                row = self.ceil[r]
-                for h, sign in ((a, -1), (b, 1)):
-                    for lim, w in row[h] or ():
-                        before = ur[h] - lim
-                        after = before + sign * x
-                        d += w * ((after if after > 0 else 0) - (before if before > 0 else 0))
+                d += self._extra_delta(r, a, b, x)
         if self.ratio_at[a] or self.ratio_at[b]:
-            cap = self.cap
-            for h, sign in ((a, 1), (b, -1)):
-                for rf, rp, k, w in self.ratio_at[h]:
-                    before = k * (cap[rp][h] - used[rp][h]) - (cap[rf][h] - used[rf][h])
-                    after = before + sign * (k * vec[rp] - vec[rf])
-                    d += w * ((after if after > 0 else 0) - (before if before > 0 else 0))
+            d += self._ratio_delta(a, b, vec)
         return d
 
     def _guest_delta(self, v, a, b):
