@@ -265,8 +265,7 @@ def _costly_hosts(model, hosts):
     for h in hosts:
         hot = False
         for r, row in enumerate(model.ceil):
-            lim = model.lim1[r][h]
-            if lim is not None and used[r][h] > lim:
+            if used[r][h] > model.lim1[r][h]:
                 hot = True
             for lim, _w in row[h] or ():
                 if used[r][h] > lim:
@@ -384,12 +383,10 @@ def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
             # much), so it is not priced.
             if a != home[i] and rand() < HOME_SHARE:
                 b = home[i]     # back home: its transient usage is there already
-                if not pk.fits(i, b):
-                    continue
             else:
                 b = hosts[int(rand() * nhosts)]
-                if b == a or not pk.fits(i, b):
-                    continue
+            if b == a or not pk.fits(i, b):
+                continue
             d = model.shift_delta(i, b)
         slot = it % history
         if room is None:

@@ -37,16 +37,15 @@ class CostModel:
                 entry = (st.cap[r][h] * pct / 100.0, e.weight)
                 row[h] = [entry] if row[h] is None else row[h] + [entry]
         # The first ceiling of each (resource, host) apart, as two flat rows: most hosts have exactly one and the
-        # pricing loop is the search's hot path; further ones (rare) stay in ``ceil``.
-        self.lim1 = [[None] * nh for _unused in range(nr)]
+        # pricing loop is the search's hot path; further ones (rare) stay in ``ceil``. Infinity (weight 0) where there
+        # is none: no load is ever above it, so the prices need no test for it.
+        self.lim1 = [[float("inf")] * nh for _unused in range(nr)]
         self.w1 = [[0] * nh for _unused in range(nr)]
         for r, row in enumerate(self.ceil):
             for h, entries in enumerate(row):
                 if entries:
                     self.lim1[r][h], self.w1[r][h] = entries[0]
                     row[h] = entries[1:] or None
-        # The same first ceilings with infinity where there is none, for the move's price, which then needs no test.
-        self.lim1f = [[float("inf") if x is None else x for x in row] for row in self.lim1]
         # Resources with a second ceiling on some host: the pricing loop skips the others' extra check.
         self.extra = [any(row) for row in self.ceil]
         self.ratio_at = [[] for _unused in range(nh)]
@@ -137,8 +136,7 @@ class CostModel:
         load = 0.0
         for r, row in enumerate(self.ceil):
             for h, entries in enumerate(row):
-                first = () if self.lim1[r][h] is None else ((self.lim1[r][h], self.w1[r][h]),)
-                for lim, w in first + tuple(entries or ()):
+                for lim, w in ((self.lim1[r][h], self.w1[r][h]),) + tuple(entries or ()):
                     if used[r][h] > lim:
                         load += w * (used[r][h] - lim)
         ratio = 0.0
@@ -177,18 +175,14 @@ class CostModel:
         for r in nz:
             x = vec[r]
             ur, lr = used[r], lim1[r]
-            lim = lr[a]
-            if lim is not None:
-                before = ur[a] - lim
-                after = before - x
-                if before > 0 or after > 0:
-                    d += w1[r][a] * ((after if after > 0 else 0) - (before if before > 0 else 0))
-            lim = lr[b]
-            if lim is not None:
-                before = ur[b] - lim
-                after = before + x
-                if before > 0 or after > 0:
-                    d += w1[r][b] * ((after if after > 0 else 0) - (before if before > 0 else 0))
+            before = ur[a] - lr[a]
+            after = before - x
+            if before > 0 or after > 0:
+                d += w1[r][a] * ((after if after > 0 else 0) - (before if before > 0 else 0))
+            before = ur[b] - lr[b]
+            after = before + x
+            if before > 0 or after > 0:
+                d += w1[r][b] * ((after if after > 0 else 0) - (before if before > 0 else 0))
             if extra[r]:
                 d += self._extra_delta(r, a, b, x)
         if self.ratio_at[a] or self.ratio_at[b]:
@@ -221,11 +215,11 @@ class CostModel:
         """``hosts_delta`` for a vector with no negative entry (one guest's demand: every move the search prices).
         Then ``a`` can only shed load above its ceiling, min(x, excess), and ``b`` only add it, min(x, excess after):
         half the arithmetic of the general case."""
-        used, lim1f, w1, extra = self.pk.used, self.lim1f, self.w1, self.extra
+        used, lim1, w1, extra = self.pk.used, self.lim1, self.w1, self.extra
         d = 0.0
         for r in nz:
             x = vec[r]
-            ur, lr = used[r], lim1f[r]
+            ur, lr = used[r], lim1[r]
             over = ur[a] - lr[a]
             if over > 0:
                 d -= w1[r][a] * (x if x < over else over)

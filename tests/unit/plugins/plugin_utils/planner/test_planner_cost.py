@@ -293,11 +293,13 @@ def test_the_search_prices_no_single_move_that_does_not_fit(monkeypatch):
             return CostModel.shift_delta(self, i, b)
 
     monkeypatch.setattr(costsearch, "CostModel", Recording)
-    # These price a move before its capacity check, on purpose (see their docstrings); left out of the count.
+    # Left out of the count, as they price moves that may not fit on purpose: a chain prices the onward move of the
+    # destination's guest before checking it, sending home prices before checking, making room moves a guest where
+    # it fits only once others have left.
     monkeypatch.setattr(costsearch, "_chain", lambda *args: None)
     monkeypatch.setattr(costsearch, "_home_if_free", lambda pk, model: 0)
     monkeypatch.setattr(costsearch, "ROOM_SHARE", 0.0)
-    # Every host is over a 50 % soft ceiling; a 30 or a 45 fits on h2 only, a 20 on h2 and h0.
+    # Every host is over a 50 % soft ceiling; any guest but a 20 fits on h2 only, a 20 on h2 and h0.
     sizes = {"h0": [30, 30, 20], "h1": [45, 45], "h2": [20], "h3": [50, 40]}
     vms = [vm("%s-%d" % (h, k), h, cpu=c, mem=1, move_cost=0) for h, cs in sizes.items() for k, c in enumerate(cs)]
     d = doc([host(h, cpu=100, mem=100) for h in sizes], vms, [soft_ceiling(list(sizes))], objective="cost",
