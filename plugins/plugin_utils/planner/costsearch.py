@@ -43,13 +43,6 @@ CHAIN_TRIES = 8
 # 1.233 at 0.5, 1.262 at 0.7; a2_4, a2_5 (none) 1.366 at 0.1, 1.318 at 0.3, 1.339 at 0.5, 1.342 at 0 (home moves
 # help there too, within the spread between 0.3 and 0.5); a1_2 1.006-1.016 at 0.3 and 0.5, 1.026-1.033 at 0.7.
 HOME_SHARE = 0.5
-# Under transient resources a guest that leaves its home holds them on both hosts to the end, and that capacity is
-# gone for every later move. Late acceptance takes moves that gain nothing or lose a little; taking a guest from home
-# on such a move spends capacity for nothing, so moves (and swaps) that take a guest from its home are kept only when
-# they lower the cost. At 60 s on ROADEF a1_4, a2_2 and a2_3 (the instances with transient resources) the
-# mean cost / best known went from 1.272 to 1.247 over seeds 0-5, lower on 12 of the 18 runs (a1_4 and a2_2 on 10 of
-# 12, a2_3 on 2 of 6).
-STRICT_FROM_HOME = True
 # Making room (after Gavranović et al.'s "big process rearrangement", ROADEF 2012): a guest from a host that costs
 # something goes to a host that could hold it were it empty, overfull or not, and that host's guests move on to the
 # best of ROOM_TRIES random hosts (the host it left first), biggest first: those whose move lowers the cost, then
@@ -333,7 +326,6 @@ def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
     checkpoints = pk.checkpoints = []
     next_checkpoint = 0
     rooms, room_s, now = 0, 0.0, t_start
-    strict = STRICT_FROM_HOME and bool(pk.trans)
     while it < work:
         if it % CHECK_EVERY == 0:
             if best <= 0:
@@ -401,8 +393,6 @@ def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
             thr = hist[slot] - cur
             if thr < 0:
                 thr = 0
-            if strict and (a == home[i] or (j >= 0 and b == home[j])):
-                thr = -ROOM_MIN_GAIN
             dm = (b != home[i]) - (a != home[i])
             if j >= 0:
                 dm += (a != home[j]) - (b != home[j])

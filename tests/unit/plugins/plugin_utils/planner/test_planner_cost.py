@@ -309,30 +309,6 @@ def test_the_search_prices_no_single_move_that_does_not_fit(monkeypatch):
     assert len(priced) > 100 and all(priced)
 
 
-def _plateau(transient, strict, monkeypatch):
-    """h0's one guest is 5 over a 90 % soft ceiling and fits nowhere else; the 5s on h1-h3 may go anywhere but h0
-    at no cost. Returns the search's metrics."""
-    monkeypatch.setattr(costsearch, "STRICT_FROM_HOME", strict)
-    vms = [vm("big", "h0", cpu=95, mem=1, move_cost=0)]
-    vms += [vm("s%d-%d" % (h, k), "h%d" % h, cpu=5, mem=1, move_cost=0) for h in (1, 2, 3) for k in range(4)]
-    d = doc([host("h%d" % h, cpu=100, mem=100) for h in range(4)], vms,
-            [soft_ceiling(["h0", "h1", "h2", "h3"], pct=90)], objective="cost", budget_s=0.3, seed=3)
-    if transient:
-        d["transient_resources"] = ["mem"]
-    return plan(d)["metrics"]["search"]["cost"]
-
-
-def test_moves_that_gain_nothing_take_no_guest_from_home_under_transient_resources(monkeypatch):
-    """A guest away from home holds its transient usage on two hosts: late acceptance takes moves that gain nothing,
-    but not those that take a guest from home (the plateau here has only such moves)."""
-    strict = _plateau(transient=True, strict=True, monkeypatch=monkeypatch)
-    assert strict["candidates"] > 1000 and strict["accepted"] == 0
-    assert strict["after"]["total"] == strict["before"]["total"] == 5
-    # The same plateau is walked when the rule is off, or when no resource is transient (nothing is held twice).
-    assert _plateau(transient=True, strict=False, monkeypatch=monkeypatch)["accepted"] > 10
-    assert _plateau(transient=False, strict=True, monkeypatch=monkeypatch)["accepted"] > 10
-
-
 def test_stages_schedule_from_where_the_previous_stage_ends():
     # Stage 1 moves a from h1 to h2; stage 2 starts there and moves it on to h3: two migrations of one guest,
     # each from where it then is, run one after the other.
