@@ -12,12 +12,11 @@ import re
 
 import pytest
 
-from conftest import run_playbook, wait_mem_total_kib
+from conftest import MEM_TOTAL_RE, run_playbook, wait_mem_total_kib
 
 HOST = "h3"
 GUEST = "bal1"
 PLAYBOOK = "tests/lab/e2e/playbooks/balloon.yml"
-MEM_RE = r"GUEST-MEM MemTotal_kB=(\d+)"
 TOLERANCE_KIB = 8 * 1024
 WAIT_RE = re.compile(r"balloon_wait_s=([0-9.]+) used_kib=(\S*)")
 
@@ -59,7 +58,7 @@ def run_phase(lab, phase):
 
 
 def test_shrink_to_160_then_grow_back_seen_inside_the_guest(lab, bal_guest):
-    initial = int(lab.wait_serial(HOST, GUEST, MEM_RE, timeout=30, start_at=bal_guest).group(1))
+    initial = int(lab.wait_serial(HOST, GUEST, MEM_TOTAL_RE, timeout=30, start_at=bal_guest).group(1))
     assert live_kib(lab) == 256 * 1024
 
     # the guest loses the 96 MiB the balloon took ...

@@ -23,12 +23,12 @@ import time
 
 import pytest
 
-from conftest import LOG_DIR, ksm_read, ksm_restore, ksm_settings, placement_map, run_playbook, wait_mem_total_kib
+from conftest import (LOG_DIR, MEM_TOTAL_RE, ksm_read, ksm_restore, ksm_settings, placement_map, run_playbook,
+                      wait_mem_total_kib)
 
 PLAYBOOK = "tests/lab/e2e/playbooks/overcommit.yml"
 CAPACITY_MIB = 1024           # inventories/lab/group_vars/kvm_hosts.yml
 TOLERANCE_MIB = 8             # the balloon module's tolerance
-MEM_RE = r"GUEST-MEM MemTotal_kB=(\d+)"
 KSM_PREDICTION_TOLERANCE = 0.30
 # "The pressure is gone": the inventory's capacity doubled for a run
 ROOMY = {"autopilot_kvm_capacity": {"cpus": 2, "memory_mib": 2 * CAPACITY_MIB}}
@@ -112,7 +112,7 @@ def idle_guests(lab):
 def test_idle_guests_are_ballooned_not_migrated_then_grow_back(lab, idle_guests):
     managed = "oi[0-9]+"
     guarantee = [dict(IDLE_GUARANTEE, id="oi1-floor", type="memory_guarantee")]
-    initial = dict((g, int(lab.wait_serial(IDLE_HOST, g, MEM_RE, timeout=30).group(1))) for g in IDLE)
+    initial = dict((g, int(lab.wait_serial(IDLE_HOST, g, MEM_TOTAL_RE, timeout=30).group(1))) for g in IDLE)
     ticks = dict((g, lab.wait_tick(IDLE_HOST, g)) for g in IDLE)
     ceilings = ceiling_for_need(lab, IDLE_HOST, IDLE_NEED_MIB)
     marks = dict((g, lab.serial_size(IDLE_HOST, g)) for g in IDLE)

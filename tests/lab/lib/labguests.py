@@ -22,7 +22,9 @@ import time
 LAB_DIR = os.environ.get("LAB_DIR", "/var/tmp/autopilot-lab")
 LAB_NET = os.environ.get("LAB_NET", "10.77.0")
 HERE = os.path.dirname(os.path.abspath(__file__))
-TICK_RE = re.compile(r"GUEST-TICK uptime=([0-9.]+) boot=(\w+)")
+# Whole lines only: the log is read while the guest writes it, and a line caught half-written once gave a boot id
+# cut short ("03be87" for "03be8759"), which read as a restart.
+TICK_RE = re.compile(r"GUEST-TICK uptime=([0-9.]+) boot=(\w+)\r?\n")
 
 
 def hosts():
