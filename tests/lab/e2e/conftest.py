@@ -23,7 +23,7 @@ VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 LOG_DIR = os.path.join(ROOT, "tests", "output", "lab")
 KSM_DIR = "/sys/kernel/mm/ksm"      # machine-wide in the lab: the hosts share one kernel
 # Whole lines only (a line read half-written would give a number cut short); see labguests.TICK_RE.
-MEM_TOTAL_RE = r"GUEST-MEM MemTotal_kB=(\d+)\r?\n"
+MEM_TOTAL_RE = r"GUEST-MEM MemTotal_kB=(\d+) uptime=[0-9.]+\r?\n"
 RECAP_RE = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
