@@ -6,8 +6,10 @@ import copy
 
 import pytest
 
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner import api
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.api import plan_document
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.errors import PlanInputError
+from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.parse import parse_document
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.validate import check_plan
 
 from .planner_helpers import doc, host, vm
@@ -341,3 +343,18 @@ def test_declared_resource_packs_like_the_known_ones():
         gpus[res["assignment"][v]] = gpus.get(res["assignment"][v], 0) + 1
     assert gpus.get("h3", 0) == 0 and gpus.get("h1", 0) <= 1 and gpus.get("h2", 0) <= 2
     assert res["metrics"]["migrations"] >= 1
+
+
+def test_the_speed_gauge_counts_the_members_of_expectations_as_parsed_items():
+    """The parse time gauges the machine's speed per item parsed: a document naming guests and hosts in its
+    expectations is not a slow machine."""
+    vms = [vm("v%d" % k, "h1") for k in range(4)]
+    exps = [{"id": "apart", "type": "anti_affinity", "vms": ["v0", "v1", "v2"]},
+            {"id": "off-h2", "type": "ban", "vms": ["v3"], "hosts": ["h2"], "hard": False, "weight": 1},
+            {"id": "mt", "type": "maintenance", "hosts": ["h3"]}]
+    d = doc([host("h1"), host("h2"), host("h3")], vms, exps)
+    items = api._parsed_items(parse_document(d).state, d)
+    assert items == 4 + 3 + 3 + 2 + 1
+    # 20 us per item is twice the idle figure; the same time per guest and host alone would have read as 3.7.
+    assert api._slowdown(items, items * 20e-6) == pytest.approx(2.0)
+    assert api._slowdown(items, 0.0) == 1.0 and api._slowdown(items, 1.0) == api.MAX_SLOWDOWN
