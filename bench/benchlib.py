@@ -53,3 +53,11 @@ def peak_rss_mib():
     except OSError:
         pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+def peak_rss_children_mib():
+    """Peak resident set size of the largest child this process waited for (the planner's forked searches), in MiB,
+    or None when there was none. A forked child shares the parent's pages until it writes them, so this counts pages
+    also counted in ``peak_rss_mib``: the two bound the memory used from above and are not to be added."""
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(peak / 1024.0, 1) if peak else None

@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from benchlib import load_planner, peak_rss_mib, planner_digest  # noqa: E402  pylint: disable=wrong-import-position
+from benchlib import load_planner, peak_rss_children_mib, peak_rss_mib, planner_digest  # noqa: E402  pylint: disable=wrong-import-position
 import roadef_cost  # noqa: E402  pylint: disable=wrong-import-position
 import roadef_model  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -66,7 +66,8 @@ def _rounded(x, digits=6):
     return None if x is None else round(x, digits)
 
 
-def solve(model, assignment, budget, seed=0, objective="cost", planner_path=None, fold=False, answer="target"):
+def solve(model, assignment, budget, seed=0, objective="cost", planner_path=None, fold=False, answer="target",
+          workers=1):
     """Import, plan, check, score. Returns (result dict, solution array)."""
     # pylint: disable=too-many-locals
     t0 = time.perf_counter()
@@ -76,6 +77,7 @@ def solve(model, assignment, budget, seed=0, objective="cost", planner_path=None
     initial = roadef_cost.cost(inst, inst.a0)
     doc, notes = roadef_model.to_document(inst, budget_s=budget, seed=seed, objective=objective, fold=fold)
     doc.pop("x_roadef", None)
+    doc["options"]["search_workers"] = workers
     t_map = time.perf_counter() - t0 - t_read
     plan_document = load_planner(planner_path)
     t1 = time.perf_counter()
@@ -121,7 +123,7 @@ def solve(model, assignment, budget, seed=0, objective="cost", planner_path=None
     init_file = _side_number(model, "original_cost", name)
     best = BEST_KNOWN.get(name)
     res = {
-        "instance": name, "budget_s": budget, "seed": seed, "objective": objective, "answer": answer,
+        "instance": name, "budget_s": budget, "seed": seed, "workers": workers, "objective": objective, "answer": answer,
         "valid": valid, "fallback": fallback,
         "cost": final["total"], "components": final,
         "initial_cost": initial["total"], "initial_cost_file": init_file,
@@ -143,6 +145,8 @@ def main(argv=None):
     p.add_argument("--budget", type=float, default=10.0, help="planner budget_s (default: %(default)s)")
     p.add_argument("--out", required=True, help="solution file to write (challenge format)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1,
+                   help="planner search_workers: searches side by side, one per core to spare (default: %(default)s)")
     p.add_argument("--objective", default="cost", choices=("cost", "balance", "consolidate"))
     p.add_argument("--planner-path", default=None, help="directory holding planner/ (default: plugins/plugin_utils)")
     p.add_argument("--answer", default="target", choices=("target", "plan"),
@@ -153,11 +157,13 @@ def main(argv=None):
                    help="R > 4: map 3 resources and fold the rest conservatively into the 4th planner resource")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
-    res, sol = solve(a.model, a.assignment, a.budget, a.seed, a.objective, a.planner_path, a.fold, a.answer)
+    res, sol = solve(a.model, a.assignment, a.budget, a.seed, a.objective, a.planner_path, a.fold, a.answer,
+                     a.workers)
     roadef_model.write_solution(a.out, sol)
     res["out"] = a.out
     res["wall_s"] = round(time.perf_counter() - t0, 3)
     res["peak_rss_mib"] = peak_rss_mib()
+    res["peak_rss_children_mib"] = peak_rss_children_mib()
     res["planner_sha"] = planner_digest(a.planner_path)
     sys.stdout.write(json.dumps(res, sort_keys=True) + "\n")
     return 0 if res["valid"] else 1

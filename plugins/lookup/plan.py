@@ -111,6 +111,15 @@ options:
   cooldown:
     description: Stability. Seconds after its last migration during which a guest moves only if a hard expectation needs it.
     type: float
+  search_workers:
+    description:
+      - With O(objective=cost), run this many searches side by side, each in a forked process with its own seed, and
+        keep the cheapest plan. The first is the search one worker would run, so more workers never give a dearer
+        plan on an idle controller.
+      - Give it the cores the controller can spare. Each worker is a copy of the planner's memory, and more workers
+        than cores slow each other down.
+    type: int
+    default: 1
 """
 
 EXAMPLES = r"""
@@ -192,6 +201,7 @@ class LookupModule(LookupBase):
             "seed": self.get_option("seed"),
             "max_migrations_per_host": self.get_option("max_migrations_per_host"),
             "memory_overcommit": self.get_option("memory_overcommit"),
+            "search_workers": self.get_option("search_workers"),
         }
         for option, key in (("objective", "objective"), ("min_gain_per_gib", "min_gain_per_gib"),
                             ("migration_budget", "migration_budget"), ("cooldown", "cooldown_s")):

@@ -11,8 +11,10 @@ the search returns to it at the end, and restarts from it when it has drifted to
 
 from __future__ import annotations
 
+import random
 import time
 
+from . import forks
 from .objective import CostModel
 
 # Candidates per second of budget: the work bound of a run is budget_s x this, so a small problem's run ends the
@@ -291,8 +293,47 @@ def _rounded(cost):
 
 
 def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
-    """Lower the weighted cost of ``pk``'s placement until ``deadline`` or the work bound. Returns the
-    number of moves made (``stats["cost"]`` has the cost by term before and after)."""
+    """Lower the weighted cost of ``pk``'s placement until ``deadline`` or the work bound, in
+    ``options.search_workers`` searches side by side (forks.py), and keep the cheapest answer. Returns the number
+    of moves made (``stats["cost"]`` has the cost by term before and after)."""
+    workers = opts.get("search_workers", 1)
+    # Worker 0 is this process with the caller's generator, so one worker or many, its search is the same.
+    seeds = ["%s:%d" % (opts["seed"], k) for k in range(1, workers)] if forks.can_fork() else []
+
+    def side_search(seed):
+        side_stats = {}
+        side_made, total = _search(pk, deadline, opts, random.Random(seed), side_stats, post_per_move)
+        return total, side_made, pk.asg, pk.checkpoints, side_stats["cost"]
+
+    handles = forks.start(seeds, side_search)
+    try:
+        made, total = _search(pk, deadline, opts, rng, stats, post_per_move)
+    except BaseException:
+        forks.stop(handles)
+        raise
+    if handles:
+        answers = forks.collect(handles, max(deadline, time.monotonic()) + forks.GRACE_S)
+        summary, chosen = [round(total, 3)], 0
+        for k, (status, value) in enumerate(answers, 1):
+            if status != "ok":
+                summary.append("%s: %s" % (status, value))
+                continue
+            summary.append(round(value[0], 3))
+            if value[0] < total - ROOM_MIN_GAIN:
+                total, made, asg, checkpoints, cost_stats = value
+                pk.reset(asg)
+                pk.checkpoints = checkpoints
+                stats["cost"], chosen = cost_stats, k
+        stats["cost"]["workers"] = {"after": summary, "chosen": chosen}
+    text = "weighted cost %.0f -> %.0f" % (stats["cost"]["before"]["total"], stats["cost"]["after"]["total"])
+    for i, h in enumerate(pk.asg):
+        if h != pk.home[i]:
+            reasons.set(i, "objective:cost", text)
+    return made
+
+
+def _search(pk, deadline, opts, rng, stats, post_per_move):
+    """One search: late acceptance, then the closing descent. Returns (moves made, cost after)."""
     # pylint: disable=too-many-locals,too-many-branches,too-many-statements
     model = CostModel(pk, opts["service_move_cost"])
     st = pk.state
@@ -459,8 +500,4 @@ def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
                          deadline_cut=cut, history=history, polish={
                              "gain": round(-polished[0], 3), "moves": polished[2], "sweeps": polished[3],
                              "s": polish_s})
-    text = "weighted cost %.0f -> %.0f" % (before["total"], after["total"])
-    for i, h in enumerate(asg):
-        if h != pk.home[i]:
-            reasons.set(i, "objective:cost", text)
-    return made
+    return made, after["total"]

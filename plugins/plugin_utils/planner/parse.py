@@ -10,6 +10,8 @@ from .memory import MemoryFacts
 from .state import KNOWN_RESOURCES, State
 
 RESOURCE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
+# Most searches side by side: each is a forked copy of the planner's memory (about 0.5 GiB at 55,000 guests).
+MAX_SEARCH_WORKERS = 64
 
 # Options and their defaults (the contract documented for callers).
 DEFAULT_OPTIONS = {
@@ -26,6 +28,9 @@ DEFAULT_OPTIONS = {
                                      # or when a power_saving expectation exists, else balance; "cost" minimises
                                      # the weighted cost (objective.py): soft expectations by weight plus move costs
     "service_move_cost": 0,          # cost: added per guest of the service with the most migrated guests
+    "search_workers": 1,             # cost: searches run side by side in forked processes, each with its own
+                                     # seed, and the cheapest answer is kept (give it the cores the controller
+                                     # can spare: more workers than cores slow each other down)
     "allow_power_on": True,          # powered-off hosts may be switched on when capacity is short
     "temp_hosts": True,              # the scheduler may route a guest via a temporary host to break cycles
     "max_waves": None,               # refuse plans needing more waves (None: no limit; the scheduler still stops
@@ -100,6 +105,9 @@ def _parse_options(doc):
     if opt["objective"] not in (None, "consolidate", "balance", "cost"):
         _fail("options.objective", "expected 'consolidate', 'balance' or 'cost', got %r" % (opt["objective"],))
     _number(opt["service_move_cost"], "options.service_move_cost", lo=0)
+    sw = opt["search_workers"]
+    if isinstance(sw, bool) or not isinstance(sw, int) or not 1 <= sw <= MAX_SEARCH_WORKERS:
+        _fail("options.search_workers", "expected an integer from 1 to %d, got %r" % (MAX_SEARCH_WORKERS, sw))
     for k in ("allow_power_on", "temp_hosts"):
         opt[k] = _bool(opt[k], "options." + k, True)
     mw = opt["max_waves"]

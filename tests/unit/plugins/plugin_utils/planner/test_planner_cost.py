@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
 import random
+import time
 
 import pytest
 
@@ -184,6 +186,9 @@ def test_bad_new_expectations_get_clear_errors(bad, path):
     (lambda d: d["vms"][0].update(service=7), "service"),
     (lambda d: d["options"].update(objective="cheapest"), "objective"),
     (lambda d: d["options"].update(service_move_cost=-1), "service_move_cost"),
+    (lambda d: d["options"].update(search_workers=0), "search_workers"),
+    (lambda d: d["options"].update(search_workers="2"), "search_workers"),
+    (lambda d: d["options"].update(search_workers=True), "search_workers"),
 ])
 def test_bad_cost_inputs_get_clear_errors(change, match):
     d = doc([host("h1"), host("h2")], [vm("a", "h1")], objective="cost")
@@ -470,3 +475,48 @@ def test_the_newest_kept_placement_is_tried_in_one_go_before_stages(monkeypatch)
     assert tried[0] == p1 and p2 in tried      # the newest kept first, then on from it to the final one
     moves = sorted(m for wave in sched.waves for _i, ms in wave for m in ms)
     assert moves == [(0, 0, 1), (1, 0, 1)]
+
+
+def _workers_doc(workers, seed=0):
+    """Twenty guests of random sizes on six hosts under a soft ceiling: enough for searches to end apart."""
+    rng = random.Random(11)
+    hosts = [host("h%d" % h, cpu=1000, mem=1000) for h in range(6)]
+    vms = [vm("v%d" % v, "h%d" % (v % 3), cpu=rng.randint(50, 250), mem=rng.randint(50, 250), move_cost=rng.randint(0, 9))
+           for v in range(20)]
+    return doc(hosts, vms, [soft_ceiling("*", 40, 3), soft_ceiling("*", 40, 2, "mem")], objective="cost",
+               budget_s=0.4, seed=seed, search_workers=workers)
+
+
+@pytest.mark.skipif(not costsearch.forks.can_fork(), reason="no os.fork on this platform")
+def test_searches_side_by_side_keep_the_cheapest_answer_and_plan_to_it(monkeypatch):
+    """With search_workers, the plan goes where the cheapest search ended, forked ones included: here the parent's
+    own search is stopped at once, so a forked one must win, and the plan must reach its placement."""
+    real = costsearch._search
+    planner_pid = os.getpid()
+
+    def search(pk, deadline, opts, rng, stats, post_per_move):
+        if os.getpid() == planner_pid:
+            # Worker 0, in the planner's own process: let it do nothing.
+            deadline = time.monotonic()
+        return real(pk, deadline, opts, rng, stats, post_per_move)
+
+    monkeypatch.setattr(costsearch, "_search", search)
+    d = _workers_doc(3)
+    res = plan(d)
+    cost = res["metrics"]["search"]["cost"]
+    after = cost["workers"]["after"]
+    assert len(after) == 3 and all(isinstance(x, float) for x in after)
+    assert cost["workers"]["chosen"] in (1, 2) and after[cost["workers"]["chosen"]] == min(after) < after[0]
+    assert cost["after"]["total"] == min(after)
+    assert "unreached_target" not in res
+    # The plan ends on the chosen worker's placement: its cost, recomputed from scratch, is the one reported.
+    prob = parse_document(d)
+    pk = Packing(prob.state, prob.cons, [True] * prob.state.n_hosts)
+    index = {h: k for k, h in enumerate(prob.state.host_ids)}
+    pk.reset([index[res["assignment"][v]] for v in prob.state.vm_ids])
+    assert CostModel(pk, 0).total()["total"] == pytest.approx(min(after), abs=1e-3)
+
+
+def test_one_worker_runs_no_side_search():
+    res = plan(_workers_doc(1))
+    assert "workers" not in res["metrics"]["search"]["cost"]
