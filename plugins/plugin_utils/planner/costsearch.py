@@ -313,18 +313,20 @@ def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
         raise
     if handles:
         answers = forks.collect(handles, max(deadline, time.monotonic()) + forks.GRACE_S)
-        summary, chosen = [round(total, 3)], 0
+        summary, chosen, candidates = [round(total, 3)], 0, [stats["cost"]["candidates"]]
         for k, (status, value) in enumerate(answers, 1):
             if status != "ok":
                 summary.append("%s: %s" % (status, value))
+                candidates.append(None)
                 continue
             summary.append(round(value[0], 3))
+            candidates.append(value[4]["candidates"])
             if value[0] < total - ROOM_MIN_GAIN:
                 total, made, asg, checkpoints, cost_stats = value
                 pk.reset(asg)
                 pk.checkpoints = checkpoints
                 stats["cost"], chosen = cost_stats, k
-        stats["cost"]["workers"] = {"after": summary, "chosen": chosen}
+        stats["cost"]["workers"] = {"after": summary, "candidates": candidates, "chosen": chosen}
     text = "weighted cost %.0f -> %.0f" % (stats["cost"]["before"]["total"], stats["cost"]["after"]["total"])
     for i, h in enumerate(pk.asg):
         if h != pk.home[i]:

@@ -4,6 +4,8 @@ host."""
 
 from __future__ import annotations
 
+import time
+
 from .costs import RISK_HIGH_RHO, effective_bandwidth_mbs, migration_prediction
 from .packing import EPS
 from .wave_rules import LabelRules
@@ -38,9 +40,10 @@ def _risky_when_shared(state, members, src, dst):
     return False
 
 
-def schedule(pk, final, opts, start=None):
+def schedule(pk, final, opts, start=None, deadline=None):
     """Order the moves from the current placement (or ``start``, a host per guest) to ``final`` (item -> host)
-    into safe waves.
+    into safe waves. Raises ScheduleError when they cannot be ordered, or, given a ``deadline`` (monotonic
+    time), when a wave would start after it.
 
     Positions are tracked per guest (a hard-affinity bundle may start split over hosts); a gathered
     bundle's members move in the same wave, a split one gathers a source host at a time (``_move_units``).
@@ -98,6 +101,9 @@ def schedule(pk, final, opts, start=None):
     while pending:
         if len(out.waves) >= max_waves:
             raise ScheduleError("more than %d waves needed" % max_waves, sorted(pending))
+        if deadline is not None and time.monotonic() > deadline:
+            raise ScheduleError("out of time after %d waves, %d guests still to move" % (len(out.waves), len(pending)),
+                                sorted(pending))
         touched = {}
         arr = [dict() for _unused in range(nr)]
         arriving = set()

@@ -356,6 +356,28 @@ def test_a_target_the_plan_cannot_reach_is_reported(monkeypatch):
     assert "unreached_target" not in res and res["metrics"]["migrations"] == 1
 
 
+def test_the_first_order_of_a_cost_target_gets_part_of_the_time_left(monkeypatch):
+    """The first attempt to order the search's target is cut at FIRST_TRY_SHARE of the time left (at least
+    MIN_TRY_S), so a target that cannot be ordered leaves the fallbacks their time."""
+    vms = [vm("a", "h1", cpu=3000, move_cost=200), vm("b", "h1", cpu=3000, move_cost=200)]
+    d = doc([host("h1"), host("h2")], vms, [soft_ceiling(["h1", "h2"])], objective="cost", budget_s=2.0)
+    real = ordering.schedule
+    calls = []
+    monkeypatch.setattr(ordering, "MIN_TRY_S", 0.0)
+
+    def record(*args, **kwargs):
+        calls.append((time.monotonic(), kwargs.get("deadline")))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(ordering, "schedule", record)
+    t0 = time.monotonic()
+    res = plan(d)
+    assert res["metrics"]["migrations"] == 1 and len(calls) == 1
+    called, cut = calls[0]
+    left = t0 + 2.0 - called
+    assert cut is not None and left > 0
+    assert cut - called == pytest.approx(ordering.FIRST_TRY_SHARE * left, abs=0.01)
+
+
 def _room_case(big_move_cost=0):
     # h1 (soft ceiling 50 of 100 cpu) holds one big guest of 60: 10 over, and no host can take it as things are.
     # h2 (100 of 200) is full of five guests of 20; h3 (50 of 100) is empty. Making room: big to h2, then h2's

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ansible_collections.autopilot.kvm.plugins.plugin_utils.planner.api import plan_document
@@ -93,6 +95,19 @@ def test_swap_needs_temporary_host():
     opts = dict(opts, temp_hosts=False)
     with pytest.raises(ScheduleError):
         schedule(pk, [1, 0], opts)
+
+
+def test_ordering_stops_at_its_deadline_naming_the_guests_left():
+    # Four guests leave h1, one per wave (limit 1): in time, four waves; past the deadline, none, and the error
+    # names every guest still to move.
+    hosts = [host("h1"), host("h2")]
+    vms = [vm("v%d" % k, "h1") for k in range(4)]
+    pk, opts = _packing(doc(hosts, vms))
+    opts = dict(opts, max_migrations_per_host=1)
+    assert len(schedule(pk, [1] * 4, opts, deadline=time.monotonic() + 60).waves) == 4
+    with pytest.raises(ScheduleError, match="out of time after 0 waves, 4 guests") as err:
+        schedule(pk, [1] * 4, opts, deadline=time.monotonic() - 1)
+    assert sorted(err.value.items) == [0, 1, 2, 3]
 
 
 def test_swap_blocked_by_fences_is_infeasible_not_partial():
