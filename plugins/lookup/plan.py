@@ -114,8 +114,7 @@ options:
   search_workers:
     description:
       - With O(objective=cost), run this many searches side by side, each in a forked process with its own seed, and
-        keep the cheapest plan. The first is the search one worker would run, so more workers never give a dearer
-        plan on an idle controller.
+        plan to the cheapest answer. The first is the search one worker would run.
       - Give it the cores the controller can spare. Each worker is a copy of the planner's memory, and more workers
         than cores slow each other down.
     type: int
