@@ -296,7 +296,7 @@ def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
     """Lower the weighted cost of ``pk``'s placement until ``deadline`` or the work bound, in
     ``options.search_workers`` searches side by side (forks.py), and keep the cheapest answer. Returns the number
     of moves made (``stats["cost"]`` has the cost by term before and after)."""
-    workers = opts.get("search_workers", 1)
+    workers = opts["search_workers"]
     # Worker 0 is this process with the caller's generator, so one worker or many, its search is the same.
     seeds = ["%s:%d" % (opts["seed"], k) for k in range(1, workers)] if forks.can_fork() else []
 

@@ -39,9 +39,8 @@ def schedule_target(prob, pk, reasons, deadline, stats):
     included, but no safe order of migrations to it was found. Raises ScheduleError when even the fallbacks
     cannot be ordered."""
     st, cons, opts = prob.state, prob.cons, prob.options
-    first_cut = _cut(deadline, FIRST_TRY_SHARE) if opts["objective"] == "cost" else None
     try:
-        return pk, reasons, schedule(pk, list(pk.asg), _wave_cap(pk, opts), deadline=first_cut), None
+        return pk, reasons, _order(pk, opts, deadline, share=FIRST_TRY_SHARE), None
     except ScheduleError as exc:
         first = exc
     unreached = None
@@ -66,10 +65,15 @@ def schedule_target(prob, pk, reasons, deadline, stats):
     return pk, reasons, schedule(pk, list(pk.asg), opts), unreached
 
 
-def _cut(deadline, share=1.0):
-    """When an attempt to order a target given ``share`` of the time left before ``deadline`` stops."""
-    now = time.monotonic()
-    return now + max(MIN_TRY_S, share * (deadline - now))
+def _order(pk, opts, deadline, start=None, share=1.0):
+    """Schedule the moves to ``pk``'s placement. Objective "cost" bounds the attempt, so that a target that cannot
+    be ordered leaves the fallbacks their time: by waves (``_wave_cap``) and by the clock (``share`` of the time
+    left before ``deadline``, at least ``MIN_TRY_S``)."""
+    cut = None
+    if opts["objective"] == "cost":
+        now = time.monotonic()
+        cut = now + max(MIN_TRY_S, share * (deadline - now))
+    return schedule(pk, list(pk.asg), _wave_cap(pk, opts), start, deadline=cut)
 
 
 def _wave_cap(pk, opts):
@@ -104,7 +108,7 @@ def _schedule_redirected(pk, reasons, opts, blocked, deadline):
         if pk.hard_violations():
             return None
         try:
-            return schedule(pk, list(pk.asg), _wave_cap(pk, opts), deadline=_cut(deadline))
+            return _order(pk, opts, deadline)
         except ScheduleError as exc:
             blocked = exc.items
     return None
@@ -147,7 +151,7 @@ def _try_order(pk, placement, opts, start, deadline):
     ``deadline``, or ``MIN_TRY_S`` from now if later)."""
     pk.reset(placement)
     try:
-        return schedule(pk, list(pk.asg), _wave_cap(pk, opts), start, deadline=_cut(deadline))
+        return _order(pk, opts, deadline, start)
     except ScheduleError:
         return None
 
