@@ -81,11 +81,12 @@ MAX_CHECKPOINTS = 400
 MAX_CHECKPOINT_SLOTS = 4000000
 
 
-def _swap(pk, i, j, a, b):
+def _swap(pk, i, j, a, b, joint=False):
     """Exchange the hosts of items ``i`` (on ``a``) and ``j`` (on ``b``) if every hard rule holds, as two
     moves one after the other, each safe when it is made: one of the two must fit before the other leaves.
     A swap of two guests that fit only once both have left could not be migrated without a temporary host,
-    and full clusters have none (on ROADEF a2_4 such targets could not be ordered, even in stages)."""
+    and full clusters have none (on ROADEF a2_4 such targets could not be ordered, even in stages). With
+    ``joint`` (options.joint_swaps) such a swap is made too, when the end placement keeps every hard rule."""
     for x, y, hx, hy in ((i, j, a, b), (j, i, b, a)):
         if pk.can_place(x, hy):
             pk.move(x, hy)
@@ -95,6 +96,16 @@ def _swap(pk, i, j, a, b):
                     return True
                 pk.move(y, hy)
             pk.move(x, hx)
+    if not (joint and pk.allowed(i, b) and pk.allowed(j, a)):
+        return False
+    pk.move(i, b)
+    pk.move(j, a)
+    # Each guest alone in its group on its new host (aa_ok counts the guest itself out), nothing over a limit.
+    if not pk.over(a) and not pk.over(b) and pk.aa_ok(i, b) and pk.aa_ok(j, a) and pk.rules_hold(i, a, b) and \
+            pk.rules_hold(j, a, b):
+        return True
+    pk.move(j, b)
+    pk.move(i, a)
     return False
 
 
@@ -194,9 +205,10 @@ def _best_shift(pk, model, i, hosts, cap, moved):
     return best
 
 
-def _descend(pk, model, movable, hosts, stop, rand, cap, moved):
+def _descend(pk, model, movable, hosts, stop, rand, cap, moved, joint=False):
     """Make improving moves (each guest to its best host) and swaps (first improving partner) until none is
-    left or the clock reaches ``stop``. Returns (cost change, migrations change, moves made, sweeps)."""
+    left or the clock reaches ``stop`` (swaps as ``_swap`` makes them, ``joint`` or not). Returns (cost change,
+    migrations change, moves made, sweeps)."""
     # pylint: disable=too-many-locals
     asg, home = pk.asg, pk.home
     change = dmoved = made = sweeps = 0
@@ -228,7 +240,7 @@ def _descend(pk, model, movable, hosts, stop, rand, cap, moved):
                 if d is None or d >= -ROOM_MIN_GAIN:
                     continue
                 dm = (b != home[i]) - (a != home[i]) + (a != home[j]) - (b != home[j])
-                if (cap is None or moved + dmoved + dm <= cap) and _swap(pk, i, j, a, b):
+                if (cap is None or moved + dmoved + dm <= cap) and _swap(pk, i, j, a, b, joint):
                     model.moved(i, a, b)
                     model.moved(j, b, a)
                     change, dmoved, made, improved = change + d, dmoved + dm, made + 2, True
@@ -360,6 +372,7 @@ def _search(pk, deadline, opts, rng, stats, post_per_move):
     home = pk.home
     # options.migration_budget: optional migrations on top of what the repair needed.
     budget = opts["migration_budget"]
+    joint = opts["joint_swaps"]
     moved = pk.migrations()
     cap = None if budget is None else moved + budget
     stop = deadline
@@ -463,7 +476,7 @@ def _search(pk, deadline, opts, rng, stats, post_per_move):
                 journal.append((i, a))
                 on_host[b].append(i)
             else:
-                if not _swap(pk, i, j, a, b):
+                if not _swap(pk, i, j, a, b, joint):
                     continue
                 model.moved(i, a, b)
                 model.moved(j, b, a)
@@ -493,7 +506,8 @@ def _search(pk, deadline, opts, rng, stats, post_per_move):
         _keep(checkpoints, best, asg)
     polish_stop = deadline - post_per_move * pk.migrations()
     t_polish = time.monotonic()
-    polished = _descend(pk, model, movable, hosts, polish_stop, rand, cap, pk.migrations()) if work else (0, 0, 0, 0)
+    polished = _descend(pk, model, movable, hosts, polish_stop, rand, cap, pk.migrations(), joint) if work else \
+        (0, 0, 0, 0)
     polish_s = round(time.monotonic() - t_polish, 3)
     stats["cost"]["sent_home"] = _home_if_free(pk, model)
     after = model.total()

@@ -31,6 +31,8 @@ DEFAULT_OPTIONS = {
     "search_workers": 1,             # cost: searches run side by side in forked processes, each with its own
                                      # seed, and the cheapest answer is kept (give it the cores the controller
                                      # can spare: more workers than cores slow each other down)
+    "joint_swaps": False,            # cost: also swap two guests that fit only once both have moved (only the end
+                                     # placement must fit, as in ROADEF 2012); no one-at-a-time order reaches it
     "allow_power_on": True,          # powered-off hosts may be switched on when capacity is short
     "temp_hosts": True,              # the scheduler may route a guest via a temporary host to break cycles
     "max_waves": None,               # refuse plans needing more waves (None: no limit; the scheduler still stops
@@ -110,6 +112,7 @@ def _parse_options(doc):
         _fail("options.search_workers", "expected an integer from 1 to %d, got %r" % (MAX_SEARCH_WORKERS, sw))
     for k in ("allow_power_on", "temp_hosts"):
         opt[k] = _bool(opt[k], "options." + k, True)
+    opt["joint_swaps"] = _bool(opt["joint_swaps"], "options.joint_swaps", False)
     mw = opt["max_waves"]
     if mw is not None and (isinstance(mw, bool) or not isinstance(mw, int) or mw < 1):
         _fail("options.max_waves", "expected null or an integer >= 1, got %r" % (mw,))

@@ -71,3 +71,11 @@ def test_an_impossible_ceiling_returns_no_partial_plan(plan_lookup):
     assert plan["steps"] == [] and plan["waves"] == []
     assert plan["conflicts"]
     assert plan["placement_after"] == plan["placement_before"]
+
+
+def test_joint_swaps_reaches_the_planner_and_is_off_by_default(plan_lookup):
+    (plan,) = plan_lookup.run([four_on_h1()], {}, default_ceiling={"memory_pct": 60}, objective="cost",
+                              joint_swaps=True)
+    assert plan["request"]["options"]["joint_swaps"] is True and plan["feasible"]
+    (plan,) = plan_lookup.run([four_on_h1()], {}, default_ceiling={"memory_pct": 60}, objective="cost")
+    assert plan["request"]["options"]["joint_swaps"] is False

@@ -162,6 +162,40 @@ def test_unorderable_swap_is_not_made_and_would_be_redirected():
     assert unreached is not None and unreached[0] == [1, 0]
 
 
+def test_joint_swaps_reach_a_swap_no_order_makes_and_the_plan_reports_it():
+    # The same two full hosts. With options.joint_swaps only the end placement must fit, so the search swaps the
+    # guests; no one-at-a-time order reaches that placement, so the plan keeps both where they are and reports the
+    # target it could not reach.
+    hosts = [host("h1", cpu=1000, mem=1000), host("h2", cpu=1000, mem=1000)]
+    vms = [vm("a", "h1", cpu=1000, mem=1000), vm("b", "h2", cpu=1000, mem=1000)]
+    exps = [{"id": "a-h2", "type": "fence", "vms": ["a"], "hosts": ["h2"], "hard": False, "weight": 5},
+            {"id": "b-h1", "type": "fence", "vms": ["b"], "hosts": ["h1"], "hard": False, "weight": 5}]
+    d = doc(hosts, vms, exps, objective="cost", budget_s=0.5, joint_swaps=True)
+    res = plan(d)
+    assert res["feasible"] and res["metrics"]["migrations"] == 0
+    assert res["metrics"]["search"]["cost"]["after"]["total"] == 0
+    assert res["unreached_target"]["assignment"] == {"a": "h2", "b": "h1"}
+    # Not when one of them breaks a hard rule at the end: b may not leave h2.
+    exps.append({"id": "b-stays", "type": "fence", "vms": ["b"], "hosts": ["h2"]})
+    res = plan(doc(hosts, vms, exps, objective="cost", budget_s=0.5, joint_swaps=True))
+    assert res["metrics"]["search"]["cost"]["after"]["total"] == 10 and "unreached_target" not in res
+
+
+def test_a_joint_swap_is_made_only_when_the_end_placement_fits():
+    # Three guests on two hosts of 1000: a (600) and b (500) on h1 would be 1100 after the swap with c (400) on h2.
+    d = doc([host("h1", cpu=1000, mem=1000), host("h2", cpu=1000, mem=1000)],
+            [vm("a", "h1", cpu=600, mem=1), vm("b", "h1", cpu=300, mem=1), vm("c", "h2", cpu=700, mem=1)])
+    prob = parse_document(d)
+    pk = Packing(prob.state, prob.cons, [True, True])
+    assert not costsearch._swap(pk, 0, 2, 0, 1, joint=False)       # neither fits beside the other
+    assert costsearch._swap(pk, 0, 2, 0, 1, joint=True) and pk.asg == [1, 0, 0]
+    assert not pk.over(0) and not pk.over(1)
+    pk.reset([0, 0, 1])
+    # b (300) for c (700): h1 would hold 1300.
+    assert not costsearch._swap(pk, 1, 2, 0, 1, joint=True) and pk.asg == [0, 0, 1]
+    assert pk.used[0] == [900, 700]
+
+
 @pytest.mark.parametrize("bad, path", [
     ({"type": "free_ratio", "resource": "mem", "per": "cpu", "ratio": 1, "hard": True}, "hard"),
     ({"type": "free_ratio", "resource": "gpu", "per": "cpu", "ratio": 1}, "resource"),
@@ -189,6 +223,8 @@ def test_bad_new_expectations_get_clear_errors(bad, path):
     (lambda d: d["options"].update(search_workers=0), "search_workers"),
     (lambda d: d["options"].update(search_workers="2"), "search_workers"),
     (lambda d: d["options"].update(search_workers=True), "search_workers"),
+    (lambda d: d["options"].update(joint_swaps="yes"), "joint_swaps"),
+    (lambda d: d["options"].update(joint_swaps=1), "joint_swaps"),
 ])
 def test_bad_cost_inputs_get_clear_errors(change, match):
     d = doc([host("h1"), host("h2")], [vm("a", "h1")], objective="cost")
