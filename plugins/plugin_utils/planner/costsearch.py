@@ -19,9 +19,10 @@ from .objective import CostModel
 
 # Candidates per second of budget: the work bound of a run is budget_s x this, so a small problem's run ends the
 # same on a fast or a slow machine. Set above what the 2-core reference machine does when idle (ROADEF A, 1,000
-# guests, 3-12 resources: 40,000-170,000/s, most of them rejected on capacity before they are priced), so on
-# large problems the deadline ends the search, as metrics.search.cost.deadline_cut says.
-ITERATIONS_PER_S = 250000
+# guests, 3-12 resources: 50,000-420,000/s, most of them rejected on capacity before they are priced; the top of
+# that range is a1_2 with the growing range below, whose big guests rarely fit), so on large problems the deadline
+# ends the search, as metrics.search.cost.deadline_cut says. At 250,000 a1_2 stopped at 180 s of 300.
+ITERATIONS_PER_S = 1000000
 # Late-acceptance history, in candidates: one per HISTORY_PER_WORK of the candidates the run will price (the work
 # bound, or fewer at the rate of the first HISTORY_PROBE_S seconds), within [HISTORY_MIN, HISTORY_MAX]. Longer
 # histories leave deeper local optima but need more candidates to settle: on ROADEF a2_2-a2_5 and a1_4, 1 and 50
@@ -71,6 +72,16 @@ CHECK_EVERY = 1024
 # Share of candidates that take a guest from a host that costs something (above a soft ceiling, short of
 # a free ratio): most of the cost sits there, so most of the gain does.
 FOCUS_SHARE = 0.5
+# Growing range (after Gavranovic et al., ROADEF 2012, who work through the processes sorted by size in growing
+# ranges): the candidates that do not come from a costly host start from, and swap with, only the biggest
+# GROW_START share of the movable guests at first; the range grows evenly to all of them by GROW_UNTIL of the
+# late-acceptance time. Big guests decide which hosts are full; small ones fill what is left, and moved early they
+# are moved again. Size: the guest's demand summed over the resources, each as a share of the largest hard limit
+# on it. At 60 s on ROADEF a1_2, a1_4, a2_2-a2_5 (seeds 0 and 1, mean cost / best known): all guests from the
+# start 1.2002; GROW_UNTIL 0.25 1.1743, 0.5 1.1688, 0.8 1.1525, 1.0 1.1692 (differences among these within the
+# run-to-run spread); a2_4 gained most (1.094 / 1.074 -> 1.023 / 1.009 at 0.8), then a2_2 and a1_2.
+GROW_START = 0.05
+GROW_UNTIL = 0.8
 # Placements kept on the way (new best ones, at most one per this share of the work bound): when the scheduler
 # cannot order the migrations to the final one safely, ordering.py goes there in stages through them, so they must
 # lie close together (on ROADEF a2_4 one per 2 % of the work was too far apart: no stage beyond the first could be
@@ -79,6 +90,21 @@ FOCUS_SHARE = 0.5
 CHECKPOINT_SHARE = 0.001
 MAX_CHECKPOINTS = 400
 MAX_CHECKPOINT_SLOTS = 4000000
+
+
+def _by_size(pk, movable, hosts):
+    """``movable`` biggest first: demand summed over the resources, each as a share of the largest hard limit of
+    ``hosts`` on it (so a resource counts by how much of a host a guest takes, whatever its unit)."""
+    top = [max([pk.lim[r][h] for h in hosts] + [0]) for r in range(pk.nr)]
+    dem = pk.dem
+    used = [r for r in range(pk.nr) if top[r] > 0]
+    return sorted(movable, key=lambda i: -sum(dem[r][i] / top[r] for r in used))
+
+
+def _grown(n, time_share):
+    """How many of the ``n`` biggest guests candidates come from once ``time_share`` of the search has passed."""
+    share = min(1.0, GROW_START + (1.0 - GROW_START) * time_share / GROW_UNTIL)
+    return min(n, max(2, int(n * share)))
 
 
 def _swap(pk, i, j, a, b, joint=False):
@@ -382,6 +408,8 @@ def _search(pk, deadline, opts, rng, stats, post_per_move):
     checkpoints = pk.checkpoints = []
     next_checkpoint = 0
     rooms, room_s, now = 0, 0.0, t_start
+    by_size = _by_size(pk, movable, hosts)
+    span = _grown(nmov, 0.0)
     while it < work:
         if it % CHECK_EVERY == 0:
             if best <= 0:
@@ -398,6 +426,7 @@ def _search(pk, deadline, opts, rng, stats, post_per_move):
             if now > stop:
                 cut = True
                 break
+            span = _grown(nmov, (now - t_start) / max(stop - t_start, 1e-9))
             if probing and now - t_start >= HISTORY_PROBE_S:
                 probing = False
                 expected = min(work, it * (stop - t_start) / (now - t_start))
@@ -411,7 +440,7 @@ def _search(pk, deadline, opts, rng, stats, post_per_move):
                 continue
             i = items[int(rand() * len(items))]
         else:
-            i = movable[int(rand() * nmov)]
+            i = by_size[int(rand() * span)]
         a = asg[i]
         j, room = -1, None
         if focused and rand() < ROOM_SHARE and room_s <= ROOM_TIME_SHARE * (now - t_start):
@@ -427,7 +456,7 @@ def _search(pk, deadline, opts, rng, stats, post_per_move):
                 on_host[asg[k]].append(k)
             rooms += 1
         elif rand() < SWAP_SHARE:
-            j = movable[int(rand() * nmov)]
+            j = by_size[int(rand() * span)]
             b = asg[j]
             if b == a or not pk.swap_fits(i, j):
                 continue

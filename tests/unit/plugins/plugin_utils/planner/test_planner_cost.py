@@ -350,6 +350,44 @@ def test_the_search_prices_no_single_move_that_does_not_fit(monkeypatch):
     assert len(priced) > 100 and all(priced)
 
 
+def _priced_guests(monkeypatch, grow_start, grow_until):
+    """Names of the guests whose moves and swaps late acceptance priced, on 20 guests of cpu 1-20 on four hosts
+    over a soft ceiling, with no candidate from costly hosts, no chain, no room made, no home move, no descent."""
+    priced = set()
+
+    class Recording(CostModel):
+        def shift_delta(self, i, b):
+            priced.add(i)
+            return CostModel.shift_delta(self, i, b)
+
+        def swap_delta(self, i, j):
+            priced.update((i, j))
+            return CostModel.swap_delta(self, i, j)
+
+    monkeypatch.setattr(costsearch, "CostModel", Recording)
+    for name, value in (("FOCUS_SHARE", 0.0), ("ROOM_SHARE", 0.0), ("CHAIN_SHARE", 0.0), ("HOME_SHARE", 0.0),
+                        ("GROW_START", grow_start), ("GROW_UNTIL", grow_until)):
+        monkeypatch.setattr(costsearch, name, value)
+    monkeypatch.setattr(costsearch, "_descend", lambda *args: (0, 0, 0, 0))
+    monkeypatch.setattr(costsearch, "_home_if_free", lambda pk, model: 0)
+    names = ["h%d" % h for h in range(4)]
+    vms = [vm("g%02d" % c, names[c % 4], cpu=100 * c, mem=1, move_cost=0) for c in range(1, 21)]
+    d = doc([host(h, cpu=10000, mem=100) for h in names], vms, [soft_ceiling(names, pct=5)], objective="cost",
+            budget_s=0.2, seed=3)
+    res = plan(d)
+    vm_ids = parse_document(d).state.vm_ids
+    assert res["metrics"]["search"]["cost"]["candidates"] > 1000
+    return {vm_ids[i] for i in priced}
+
+
+def test_candidates_start_from_the_biggest_guests_then_from_all(monkeypatch):
+    # Growing range: 10 % of 20 guests at the start, grown to all only far beyond the search's end: every move
+    # and swap priced is one of the two biggest guests'.
+    assert _priced_guests(monkeypatch, 0.1, 1e9) == {"g20", "g19"}
+    # Grown to all by half the time: the small guests are priced too.
+    assert len(_priced_guests(monkeypatch, 0.1, 0.5)) == 20
+
+
 def test_stages_schedule_from_where_the_previous_stage_ends():
     # Stage 1 moves a from h1 to h2; stage 2 starts there and moves it on to h3: two migrations of one guest,
     # each from where it then is, run one after the other.
