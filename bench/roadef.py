@@ -78,8 +78,7 @@ def solve(model, assignment, budget, seed=0, objective="cost", planner_path=None
     doc, notes = roadef_model.to_document(inst, budget_s=budget, seed=seed, objective=objective, fold=fold)
     doc.pop("x_roadef", None)
     doc["options"]["search_workers"] = workers
-    if joint_swaps:
-        doc["options"]["joint_swaps"] = True
+    doc["options"]["joint_swaps"] = joint_swaps
     t_map = time.perf_counter() - t0 - t_read
     plan_document = load_planner(planner_path)
     t1 = time.perf_counter()

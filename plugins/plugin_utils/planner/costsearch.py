@@ -97,8 +97,8 @@ def _by_size(pk, movable, hosts):
     ``hosts`` on it (so a resource counts by how much of a host a guest takes, whatever its unit)."""
     top = [max([pk.lim[r][h] for h in hosts] + [0]) for r in range(pk.nr)]
     dem = pk.dem
-    used = [r for r in range(pk.nr) if top[r] > 0]
-    return sorted(movable, key=lambda i: -sum(dem[r][i] / top[r] for r in used))
+    limited = [r for r in range(pk.nr) if top[r] > 0]
+    return sorted(movable, key=lambda i: -sum(dem[r][i] / top[r] for r in limited))
 
 
 def _grown(n, time_share):

@@ -110,9 +110,8 @@ def _parse_options(doc):
     sw = opt["search_workers"]
     if isinstance(sw, bool) or not isinstance(sw, int) or not 1 <= sw <= MAX_SEARCH_WORKERS:
         _fail("options.search_workers", "expected an integer from 1 to %d, got %r" % (MAX_SEARCH_WORKERS, sw))
-    for k in ("allow_power_on", "temp_hosts"):
-        opt[k] = _bool(opt[k], "options." + k, True)
-    opt["joint_swaps"] = _bool(opt["joint_swaps"], "options.joint_swaps", False)
+    for k in ("allow_power_on", "temp_hosts", "joint_swaps"):
+        opt[k] = _bool(opt[k], "options." + k, DEFAULT_OPTIONS[k])
     mw = opt["max_waves"]
     if mw is not None and (isinstance(mw, bool) or not isinstance(mw, int) or mw < 1):
         _fail("options.max_waves", "expected null or an integer >= 1, got %r" % (mw,))
