@@ -352,7 +352,8 @@ def test_the_search_prices_no_single_move_that_does_not_fit(monkeypatch):
 
 def _priced_guests(monkeypatch, grow_start, grow_until):
     """Names of the guests whose moves and swaps late acceptance priced, on 20 guests of cpu 1-20 on four hosts
-    over a soft ceiling, with no candidate from costly hosts, no chain, no room made, no home move, no descent."""
+    over a soft ceiling, with no candidate from costly hosts, no chain, no room made, no home move, no descent, no
+    kick."""
     priced = set()
 
     class Recording(CostModel):
@@ -369,6 +370,7 @@ def _priced_guests(monkeypatch, grow_start, grow_until):
                         ("GROW_START", grow_start), ("GROW_UNTIL", grow_until)):
         monkeypatch.setattr(costsearch, name, value)
     monkeypatch.setattr(costsearch, "_descend", lambda *args: (0, 0, 0, 0))
+    monkeypatch.setattr(costsearch, "_kick_and_descend", lambda *args: (0, 0, 0, 0))
     monkeypatch.setattr(costsearch, "_home_if_free", lambda pk, model: 0)
     names = ["h%d" % h for h in range(4)]
     vms = [vm("g%02d" % c, names[c % 4], cpu=100 * c, mem=1, move_cost=0) for c in range(1, 21)]
@@ -533,13 +535,19 @@ def test_descent_ends_where_no_move_or_swap_lowers_the_cost(seed):
     assert _improving_moves_left(pk, model, hosts) == []
 
 
-def test_descent_keeps_the_migration_budget():
-    # Two guests over a soft ceiling on h1, room for both on h2; a budget of one migration moves one only.
+def _two_guests_on_h1(cpu_a, cpu_b):
+    """(Packing, CostModel): guests a and b (cpu ``cpu_a``, ``cpu_b``) on h1, h2 empty, both hosts of cpu 100
+    under a soft ceiling at 30 %."""
     hosts = [host("h1", cpu=100), host("h2", cpu=100)]
-    vms = [vm("a", "h1", cpu=40, mem=1, move_cost=0), vm("b", "h1", cpu=40, mem=1, move_cost=0)]
+    vms = [vm("a", "h1", cpu=cpu_a, mem=1, move_cost=0), vm("b", "h1", cpu=cpu_b, mem=1, move_cost=0)]
     prob = parse_document(doc(hosts, vms, [soft_ceiling(["h1", "h2"], pct=30)], objective="cost"))
     pk = Packing(prob.state, prob.cons, [True] * 2)
-    model = CostModel(pk, 0)
+    return pk, CostModel(pk, 0)
+
+
+def test_descent_keeps_the_migration_budget():
+    # Two guests over a soft ceiling on h1, room for both on h2; a budget of one migration moves one only.
+    pk, model = _two_guests_on_h1(40, 40)
     gain, dm, made, _sweeps = costsearch._descend(pk, model, [0, 1], [0, 1], float("inf"), random.Random(0).random,
                                                   1, 0)
     assert (dm, made, pk.migrations()) == (1, 1, 1) and gain == pytest.approx(-30)
@@ -616,3 +624,52 @@ def test_searches_side_by_side_keep_the_cheapest_answer_and_plan_to_it(monkeypat
 def test_one_worker_runs_no_side_search():
     res = plan(_workers_doc(1))
     assert "workers" not in res["metrics"]["search"]["cost"]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_descent_around_hosts_leaves_no_move_touching_them_that_lowers_the_cost(seed):
+    # Every host dirty at the start: the descent around hosts ends at a local optimum of moves and swaps, its
+    # journal undoes it, and on_host follows the moves.
+    rng, pk, model = _random_case(seed)
+    hosts, movable = list(range(pk.nh)), list(range(len(pk.asg)))
+    start, before, moved = list(pk.asg), model.total()["total"], pk.migrations()
+    on_host = pk.items_by_host()
+    journal = []
+    gain, dm = costsearch._descend_around(pk, model, set(hosts), movable, hosts, on_host, float("inf"), None, moved,
+                                          False, journal)
+    assert CostModel(pk, 3).total()["total"] == pytest.approx(before + gain) and gain <= 0
+    assert (gain < 0) == bool(journal) == (seed not in NO_GAIN_SEEDS)
+    assert dm == pk.migrations() - moved
+    assert not pk.hard_violations()
+    assert [sorted(items) for items in on_host] == pk.items_by_host()
+    assert _improving_moves_left(pk, model, hosts) == []
+    costsearch._undo(pk, model, journal)
+    assert pk.asg == start
+
+
+def test_kicks_keep_only_what_lowers_the_cost():
+    # From local optima, kicks (random moves, then a descent around the hosts they touched) are kept only when the
+    # whole costs less: the cost never rises, the accounting matches a fresh model, and a kick kept somewhere.
+    kept_somewhere = False
+    for seed in range(12):
+        rng, pk, model = _random_case(seed)
+        hosts, movable = list(range(pk.nh)), list(range(len(pk.asg)))
+        costsearch._descend(pk, model, movable, hosts, float("inf"), rng.random, None, pk.migrations())
+        start, before = list(pk.asg), model.total()["total"]
+        gain, dm, kicks, kept = costsearch._kick_and_descend(pk, model, movable, hosts, time.monotonic() + 0.1,
+                                                             rng.random, None, pk.migrations(), False)
+        assert kicks > 0 and gain <= 0
+        assert CostModel(pk, 3).total()["total"] == pytest.approx(before + gain)
+        assert not pk.hard_violations()
+        assert (kept > 0 and gain < 0) or (kept == 0 and pk.asg == start)
+        kept_somewhere = kept_somewhere or kept > 0
+    assert kept_somewhere
+
+
+def test_descent_around_a_host_moves_guests_onto_it():
+    # Only h2 is dirty (say a kick just emptied it): a guest over the soft ceiling of clean h1 moves onto it.
+    pk, model = _two_guests_on_h1(40, 10)
+    journal = []
+    gain, dm = costsearch._descend_around(pk, model, {1}, [0, 1], [0, 1], pk.items_by_host(), float("inf"), None, 0,
+                                          False, journal)
+    assert pk.asg == [1, 0] and (gain, dm) == (pytest.approx(-10), 1) and journal == [(0, 0)]
