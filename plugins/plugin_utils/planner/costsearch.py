@@ -74,6 +74,10 @@ POLISH_SHARE = 0.1
 # %) more off the cost. With half the time for descent and kicks (60 s, a2_2 and a2_3), 2, 4 and 8 moves per kick
 # gained alike (10-18 M in 10-15 s).
 KICK_MOVES = 4
+# Kicks stop after this many in a row keep nothing (a small problem's local optimum may be the best there is: on
+# ROADEF a1_1, 600 kicks kept none), and get at most the closing descent's share of the search time even when late
+# acceptance ended early (at its work bound or a cost of 0), so a small problem's plan is not held to its deadline.
+KICK_PATIENCE = 200
 # The wall clock is read once per this many candidates; the hosts that cost something are listed anew.
 CHECK_EVERY = 1024
 # Share of candidates that take a guest from a host that costs something (above a soft ceiling, short of
@@ -348,17 +352,18 @@ def _descend_around(pk, model, dirty, movable, hosts, on_host, stop, cap, moved,
 def _kick_and_descend(pk, model, movable, hosts, stop, rand, cap, moved, joint):
     """Iterated local search from a local optimum (after Gavranovic et al., ROADEF 2012, whose search is a descent
     that is shaken when stuck): move KICK_MOVES random guests to random hosts where they fit, descend around the
-    hosts they touched, keep the result when it costs less and undo it otherwise, until ``stop``. Returns (cost
-    change, migrations change, kicks, kicks kept)."""
+    hosts they touched, keep the result when it costs less and undo it otherwise, until ``stop`` or KICK_PATIENCE
+    kicks in a row kept nothing. Returns (cost change, migrations change, kicks, kicks kept)."""
     # pylint: disable=too-many-locals
     asg, home = pk.asg, pk.home
     on_host = [[] for _h in range(pk.nh)]
     for i in movable:
         on_host[asg[i]].append(i)
-    change = dmoved = kicks = kept = 0
+    change = dmoved = kicks = kept = idle = 0
     nmov, nhosts = len(movable), len(hosts)
-    while time.monotonic() < stop:
+    while time.monotonic() < stop and idle < KICK_PATIENCE:
         kicks += 1
+        idle += 1
         journal, dirty = [], set()
         d_kick = dm_kick = 0
         for _try in range(KICK_MOVES * 8):
@@ -382,7 +387,7 @@ def _kick_and_descend(pk, model, movable, hosts, stop, rand, cap, moved, joint):
         d, dm = _descend_around(pk, model, dirty, movable, hosts, on_host, stop, cap, moved + dmoved + dm_kick,
                                 joint, journal)
         if d_kick + d < -ROOM_MIN_GAIN:
-            change, dmoved, kept = change + d_kick + d, dmoved + dm_kick + dm, kept + 1
+            change, dmoved, kept, idle = change + d_kick + d, dmoved + dm_kick + dm, kept + 1, 0
             continue
         for i, was in reversed(journal):
             now = asg[i]
@@ -656,9 +661,11 @@ def _search(pk, deadline, opts, rng, stats, post_per_move):
     t_polish = time.monotonic()
     polished = _descend(pk, model, movable, hosts, polish_stop, rand, cap, pk.migrations(), joint) if work else \
         (0, 0, 0, 0)
-    # The descent ends early when it reaches a local optimum: kicks use the rest of its time.
-    kicked = _kick_and_descend(pk, model, movable, hosts, polish_stop, rand, cap, pk.migrations(), joint) if work \
-        else (0, 0, 0, 0)
+    # The descent ends early when it reaches a local optimum: kicks use the rest of its share of the time.
+    kick_stop = min(polish_stop, t_polish + POLISH_SHARE * (polish_stop - t_start))
+    kicked = (0, 0, 0, 0)
+    if work and best + polished[0] > ROOM_MIN_GAIN:
+        kicked = _kick_and_descend(pk, model, movable, hosts, kick_stop, rand, cap, pk.migrations(), joint)
     polish_s = round(time.monotonic() - t_polish, 3)
     stats["cost"]["sent_home"] = _home_if_free(pk, model)
     after = model.total()

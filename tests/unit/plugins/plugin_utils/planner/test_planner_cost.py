@@ -673,3 +673,23 @@ def test_descent_around_a_host_moves_guests_onto_it():
     gain, dm = costsearch._descend_around(pk, model, {1}, [0, 1], [0, 1], pk.items_by_host(), float("inf"), None, 0,
                                           False, journal)
     assert pk.asg == [1, 0] and (gain, dm) == (pytest.approx(-10), 1) and journal == [(0, 0)]
+
+
+def test_kicks_stop_when_a_run_of_them_keeps_nothing(monkeypatch):
+    # A deadline far away: kicks end long before it, once KICK_PATIENCE in a row kept nothing.
+    monkeypatch.setattr(costsearch, "KICK_PATIENCE", 5)
+    rng, pk, model = _random_case(NO_GAIN_SEEDS[0])
+    hosts, movable = list(range(pk.nh)), list(range(len(pk.asg)))
+    costsearch._descend(pk, model, movable, hosts, float("inf"), rng.random, None, pk.migrations())
+    t0 = time.monotonic()
+    _gain, _dm, kicks, kept = costsearch._kick_and_descend(pk, model, movable, hosts, t0 + 30, rng.random, None,
+                                                           pk.migrations(), False)
+    assert time.monotonic() - t0 < 5 and kicks >= kept + 5
+
+
+def test_no_kicks_once_the_cost_is_zero():
+    # Moving one guest off h1 costs nothing and ends the overload: nothing is left for kicks to gain.
+    vms = [vm("a", "h1", cpu=3000, move_cost=0), vm("b", "h1", cpu=3000, move_cost=0)]
+    d = doc([host("h1"), host("h2")], vms, [soft_ceiling(["h1", "h2"])], objective="cost", budget_s=0.5)
+    cost = plan(d)["metrics"]["search"]["cost"]
+    assert cost["after"]["total"] == 0 and cost["polish"]["kicks"] == 0
