@@ -252,3 +252,29 @@ def test_config_above_max_fails_with_libvirts_text(node, monkeypatch):
     assert result["msg"] == ("Cannot set the persistent memory of guest 'off1' to 1048576 KiB: "
                              "invalid argument: cannot set memory higher than max memory")
     assert config_kib(node, "off1") == 524288
+
+
+def test_the_wait_lasts_until_libvirt_reports_the_new_size_too():
+    # The balloon's actual is at the target at once; dom.info() (QEMU's events, at most one a second) follows two
+    # reads later. The wait counts the target reached only then, so the next reader sees the new size.
+    class Dom:
+        reads = 0
+
+        def memoryStats(self):
+            return {"actual": 163840}
+
+        def info(self):
+            Dom.reads += 1
+            return [1, 262144, 262144 if Dom.reads < 3 else 163840, 1, 0]
+
+    class Client:
+        def try_call(self, fn, *args):
+            return fn(*args), None
+
+        def call(self, _what, fn, *args):
+            return fn(*args)
+
+    dom, client = Dom(), Client()
+    reached, value, _waited = balloon.wait_for_target(lambda: balloon.settled_kib(client, dom, 163840), 163840,
+                                                      8 * MIB, 30, sleep=lambda s: None)
+    assert reached and value == 163840 and Dom.reads == 3
