@@ -295,6 +295,16 @@ def _descend(pk, model, movable, hosts, stop, rand, cap, moved, joint=False):
     return change, dmoved, made, sweeps
 
 
+def _booked(i, a, b, on_host, journal, dirty):
+    """Book guest ``i``'s move from ``a`` to ``b`` (already made): the guests by host, the journal that can undo
+    it, and both hosts as dirty."""
+    on_host[a].remove(i)
+    on_host[b].append(i)
+    journal.append((i, a))
+    dirty.add(a)
+    dirty.add(b)
+
+
 def _descend_around(pk, model, dirty, movable, hosts, on_host, stop, cap, moved, joint, journal):
     """First-improvement descent over the moves that touch a host in ``dirty``: each guest on it to its best host,
     any guest onto it, each of its guests swapped with any other. A move's price depends only on the hosts it
@@ -306,13 +316,6 @@ def _descend_around(pk, model, dirty, movable, hosts, on_host, stop, cap, moved,
     fits, shift_delta = pk.fits, model.shift_delta
     change = dmoved = 0
 
-    def make(i, a, b):
-        on_host[a].remove(i)
-        on_host[b].append(i)
-        journal.append((i, a))
-        dirty.add(a)
-        dirty.add(b)
-
     while dirty:
         if time.monotonic() > stop:
             break
@@ -323,7 +326,7 @@ def _descend_around(pk, model, dirty, movable, hosts, on_host, stop, cap, moved,
                 b, d, dm = found
                 pk.move(i, b)
                 model.moved(i, h, b)
-                make(i, h, b)
+                _booked(i, h, b, on_host, journal, dirty)
                 change, dmoved = change + d, dmoved + dm
         for i in movable:
             a = asg[i]
@@ -335,7 +338,7 @@ def _descend_around(pk, model, dirty, movable, hosts, on_host, stop, cap, moved,
                 if (cap is None or moved + dmoved + dm <= cap) and pk.can_place(i, h):
                     pk.move(i, h)
                     model.moved(i, a, h)
-                    make(i, a, h)
+                    _booked(i, a, h, on_host, journal, dirty)
                     change, dmoved = change + d, dmoved + dm
         for i in list(on_host[h]):
             if asg[i] != h or time.monotonic() > stop:
@@ -343,8 +346,8 @@ def _descend_around(pk, model, dirty, movable, hosts, on_host, stop, cap, moved,
             found = _improving_swap(pk, model, i, movable, cap, moved + dmoved, joint)
             if found is not None:
                 j, b, d, dm = found
-                make(i, h, b)
-                make(j, b, h)
+                _booked(i, h, b, on_host, journal, dirty)
+                _booked(j, b, h, on_host, journal, dirty)
                 change, dmoved = change + d, dmoved + dm
     return change, dmoved
 
@@ -379,22 +382,13 @@ def _kick_and_descend(pk, model, movable, hosts, stop, rand, cap, moved, joint):
             dm_kick += dm
             pk.move(i, b)
             model.moved(i, a, b)
-            on_host[a].remove(i)
-            on_host[b].append(i)
-            journal.append((i, a))
-            dirty.add(a)
-            dirty.add(b)
+            _booked(i, a, b, on_host, journal, dirty)
         d, dm = _descend_around(pk, model, dirty, movable, hosts, on_host, stop, cap, moved + dmoved + dm_kick,
                                 joint, journal)
         if d_kick + d < -ROOM_MIN_GAIN:
             change, dmoved, kept, idle = change + d_kick + d, dmoved + dm_kick + dm, kept + 1, 0
             continue
-        for i, was in reversed(journal):
-            now = asg[i]
-            pk.move(i, was)
-            model.moved(i, now, was)
-            on_host[now].remove(i)
-            on_host[was].append(i)
+        _undo(pk, model, journal, on_host)
     return change, dmoved, kicks, kept
 
 
@@ -413,11 +407,15 @@ def _home_if_free(pk, model):
     return back
 
 
-def _undo(pk, model, journal):
+def _undo(pk, model, journal, on_host=None):
+    """Take back the moves of ``journal`` (guest, host it left), latest first; ``on_host``, when given, follows."""
     for i, was in reversed(journal):
         now = pk.asg[i]
         pk.move(i, was)
         model.moved(i, now, was)
+        if on_host is not None:
+            on_host[now].remove(i)
+            on_host[was].append(i)
     journal.clear()
 
 
