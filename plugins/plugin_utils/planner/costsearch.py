@@ -196,8 +196,9 @@ def _room_host(pk, i, a, hosts, rand):
 def _make_room(pk, model, i, b, on_host, hosts, rand, cap, moved):
     """Move ``i`` to ``b`` even when ``b`` cannot hold it, then move ``b``'s guests on, biggest first: first those
     whose move lowers the cost, then any until ``b`` fits again. Kept when every hard rule holds, the whole lowers
-    the cost and the migration budget allows it; else undone. Returns (journal entries, cost change, migrations
-    change) or None with nothing changed."""
+    the cost and the migration budget allows it; else undone. ``on_host`` (guests by host, where entries of guests
+    that have left may linger) lists each guest moved on its new host when kept. Returns (journal entries, cost
+    change, migrations change) or None with nothing changed."""
     # pylint: disable=too-many-locals
     a, home, dem, lim = pk.asg[i], pk.home, pk.dem, pk.lim
     if not (pk.allowed(i, b) and pk.aa_ok(i, b) and (not (pk.sp_of[i] or pk.dp_of[i]) or pk.rules_ok(i, b))):
@@ -232,6 +233,8 @@ def _make_room(pk, model, i, b, on_host, hosts, rand, cap, moved):
                     dm += (c != home[k]) - (b != home[k])
                     break
     if not pk.over(b) and d < -ROOM_MIN_GAIN and (cap is None or moved + dm <= cap) and pk.rules_hold(i, a, b):
+        for k, _was in undo:
+            on_host[pk.asg[k]].append(k)
         return undo, d, dm
     _undo(pk, model, undo)
     return None
@@ -436,8 +439,6 @@ def _evacuate(pk, model, movable, hosts, stop, rand, cap, moved, on_host, journa
             made = _make_room(pk, model, i, b, on_host, hosts, rand, cap, moved + dmoved)
             if made is not None:
                 room, d, dm = made
-                for k, _was in room:
-                    on_host[asg[k]].append(k)
                 journal.extend(room)
                 change, dmoved, kept = change + d, dmoved + dm, kept + 1
                 break
@@ -638,8 +639,6 @@ def _search(pk, deadline, opts, rng, stats, post_per_move):
                 continue
             room, d, dm = done
             journal.extend(room)
-            for k, _was in room:
-                on_host[asg[k]].append(k)
             rooms += 1
         elif rand() < SWAP_SHARE:
             j = by_size[int(rand() * span)]
