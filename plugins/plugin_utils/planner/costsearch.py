@@ -6,7 +6,8 @@ current placement or than the placement ``history`` candidates ago, so the searc
 few worse moves yet needs no temperature schedule to tune per instance. Candidates are priced before
 they are checked (pricing is arithmetic; the hard checks walk groups), and only candidates that would
 be taken are checked. The best placement is kept by a journal of the moves made since it was reached:
-the search returns to it at the end, and restarts from it when it has drifted too far.
+the search returns to it at the end, and restarts from it when it has drifted too far. Given time, the search
+ends in rounds that weigh one resource more for a while (emphasis.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import random
 import time
 
 from . import forks
+from .emphasis import EMPHASIS_FACTOR, EMPHASIS_SHARE, EMPHASIS_START, Emphasis
 from .objective import CostModel
 
 # Candidates per second of budget: the work bound of a run is budget_s x this, so a small problem's run ends the
@@ -548,9 +550,75 @@ def improve_cost(pk, reasons, deadline, opts, rng, stats, post_per_move=0.0):
 
 
 def _search(pk, deadline, opts, rng, stats, post_per_move):
-    """One search: late acceptance, then the closing descent. Returns (moves made, cost after)."""
+    """One search: a walk (``_walk``) and, when there is time for them, rounds of emphasis (emphasis.py), each a
+    walk with one resource emphasised and one under the true weights, from the best placement so far. Returns
+    (moves made, cost after)."""
+    t0 = time.monotonic()
+    emphasis = Emphasis(deadline - t0)
+    if not emphasis.enabled:
+        return _walk(pk, deadline, opts, rng, stats, post_per_move)
+    # One migration budget for all the walks: from the placement the first starts on.
+    cap = _migration_cap(pk, opts)
+    # The first walk is planned for the whole time and hands over to the rounds (ending with its descent at
+    # EMPHASIS_START of the time) only when they have something to win.
+    first_end = t0 + EMPHASIS_START * (deadline - t0)
+    handover = {"at": first_end - POLISH_SHARE * (first_end - t0), "deadline": first_end,
+                "wanted": emphasis.wanted, "taken": False}
+    made, cost = _walk(pk, deadline, opts, rng, stats, post_per_move, cap=cap, handover=handover)
+    if not handover["taken"]:
+        return made, cost
+    checkpoints = pk.checkpoints
+    # The walks move ``pk`` under their own models: the true cost is priced afresh after each.
+    model = CostModel(pk, opts["service_move_cost"])
+    emphasis.keep_or_restore(pk, model)
+    while True:
+        now = time.monotonic()
+        left = deadline - post_per_move * pk.migrations() - now
+        if left < emphasis.round_s:
+            break
+        r = emphasis.next_resource(model)
+        if r is None:
+            break
+        last = left < 2 * emphasis.round_s
+        round_stats = {}
+        made += _walk(pk, now + EMPHASIS_SHARE * emphasis.round_s, opts, rng, round_stats, 0.0, r, cap)[0]
+        stop = deadline if last else time.monotonic() + (1 - EMPHASIS_SHARE) * emphasis.round_s
+        made += _walk(pk, stop, opts, rng, round_stats, post_per_move if last else 0.0, cap=cap)[0]
+        before = emphasis.best
+        model = CostModel(pk, opts["service_move_cost"])
+        if not emphasis.keep_or_restore(pk, model):
+            _keep_below(checkpoints, pk.checkpoints, before)
+    pk.checkpoints = checkpoints
+    after = model.total()
+    stats["cost"]["after"] = _rounded(after)
+    stats["cost"]["emphasis"] = emphasis.stats()
+    return made, after["total"]
+
+
+def _keep_below(checkpoints, found, best):
+    """Add the placements of ``found`` (cost, placement) that cost less than ``best`` to ``checkpoints``: those on the
+    way to a new best are stages the scheduler may use, and stages go from better to better."""
+    for cost, asg in found:
+        if cost < best:
+            _keep(checkpoints, cost, asg)
+
+
+def _migration_cap(pk, opts):
+    """Migrations the search may reach (options.migration_budget: optional ones on top of what the repair needed),
+    or None."""
+    budget = opts["migration_budget"]
+    return None if budget is None else pk.migrations() + budget
+
+
+def _walk(pk, deadline, opts, rng, stats, post_per_move, emphasised=None, cap=None, handover=None):
+    """Late acceptance, then the closing descent, with resource ``emphasised`` (if any) weighing EMPHASIS_FACTOR
+    times its true weights, within ``cap`` migrations (from the placement it starts on when None). ``handover``
+    (dict): once the clock reaches its ``at``, when ``wanted(model)``, late acceptance ends there and the descent
+    by its ``deadline`` (``taken`` set True). Returns (moves made, cost after, under those weights)."""
     # pylint: disable=too-many-locals,too-many-branches,too-many-statements
     model = CostModel(pk, opts["service_move_cost"])
+    if emphasised is not None:
+        model.emphasise(emphasised, EMPHASIS_FACTOR)
     st = pk.state
     asg = pk.asg
     movable = [i for i in range(len(asg)) if pk.nmem[i] == 1 and not pk.pinned[i] and asg[i] >= 0]
@@ -571,11 +639,9 @@ def _search(pk, deadline, opts, rng, stats, post_per_move):
     nmov, nhosts = len(movable), len(hosts)
     limit_journal = RESTART_AFTER * nmov
     home = pk.home
-    # options.migration_budget: optional migrations on top of what the repair needed.
-    budget = opts["migration_budget"]
     joint = opts["joint_swaps"]
     moved = pk.migrations()
-    cap = None if budget is None else moved + budget
+    cap = _migration_cap(pk, opts) if cap is None else cap
     stop = deadline
     cut = False
     movable_set = set(movable)
@@ -602,6 +668,12 @@ def _search(pk, deadline, opts, rng, stats, post_per_move):
             if now > stop:
                 cut = True
                 break
+            if handover is not None and now >= handover["at"]:
+                if handover["wanted"](model):
+                    handover["taken"] = True
+                    deadline = handover["deadline"]
+                    break
+                handover = None
             if now >= next_evacuation:
                 interval = EVACUATE_EVERY * (stop - t_start)
                 next_evacuation = now + interval
@@ -733,6 +805,7 @@ def _search(pk, deadline, opts, rng, stats, post_per_move):
     stats["cost"]["after"] = _rounded(after)
     stats["cost"].update(candidates=it, accepted=made, rooms_made=rooms, room_s=round(room_s, 3), work_bound=work,
                          evacuations={"runs": evacuations, "kept": evacuated, "gain": round(evacuation_gain, 3)},
+                         emphasis={"rounds": 0},
                          deadline_cut=cut, history=history, polish={
                              "gain": round(-polished[0], 3), "moves": polished[2], "sweeps": polished[3],
                              "s": polish_s, "kick_gain": round(-kicked[0], 3), "kicks": kicked[2],

@@ -79,7 +79,39 @@ class CostModel:
         self.smax = 0
         self.col = [tuple(pk.dem[r][i] for r in range(nr)) for i in range(len(pk.asg))]
         self.nz = [tuple(r for r in range(nr) if c[r]) for c in self.col]
+        # The true weights of each resource's ceilings, while ``emphasise`` prices one of them otherwise.
+        self._true = None
         self.recount()
+
+    # --- weights --------------------------------------------------------------------------------
+    def emphasise(self, r, factor):
+        """Price resource ``r``'s ceilings at ``factor`` times their true weights from now on (1: true again).
+        ``total`` and every price follow; nothing is cached on the weights."""
+        if self._true is None:
+            self._true = [(list(w), list(row)) for w, row in zip(self.w1, self.ceil)]
+        w1, row = self._true[r]
+        self.w1[r] = [w * factor for w in w1]
+        self.ceil[r] = [None if entries is None else [(lim, w * factor) for lim, w in entries] for entries in row]
+
+    def load_above_bound(self):
+        """(weighted load above the first ceilings minus the least any placement leaves there, resource) per
+        resource with a ceiling, largest first. The least: the smallest weight times what the demand exceeds the
+        ceilings by, summed over hosts (0 when some host has no ceiling on it: it can take any excess)."""
+        pk = self.pk
+        out = []
+        for r in range(pk.nr):
+            lim, w = self.lim1[r], self.w1[r]
+            weights = [w[h] for h in range(pk.nh) if w[h]]
+            if not weights:
+                continue
+            used = pk.used[r]
+            load = sum(w[h] * (used[h] - lim[h]) for h in range(pk.nh) if w[h] and used[h] > lim[h])
+            bound = 0.0
+            if len(weights) == pk.nh:
+                bound = min(weights) * max(0.0, sum(used) - sum(lim))
+            out.append((load - bound, r))
+        out.sort(reverse=True)
+        return out
 
     # --- counts ---------------------------------------------------------------------------------
     def _guest_hosts(self):
