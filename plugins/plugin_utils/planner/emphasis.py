@@ -26,10 +26,11 @@ EMPHASIS_START = 0.7
 EMPHASIS_ROUND = 0.08
 EMPHASIS_SHARE = 1.0 / 3
 # Rounds only when the load above its bounds is at least this share of the cost where the first walk hands over:
-# near its bounds a resource has little to trade, and the walk's own last 30 % is worth more. At 300 s on ROADEF
-# the answers without rounds had 0.6-6 % there on a1_2, a1_4 and a2_4 (a1_4 lost 1.0047 / 1.0015 -> 1.0213 / 1.0528
-# to rounds from 0.7 of the time) and 16-98 % on a2_2, a2_3 and a2_5 (which gained).
-EMPHASIS_MIN_GAP = 0.1
+# near its bounds a resource has little to trade, and the walk's own last 30 % is worth more. On ROADEF at 300 s,
+# at that point (63 % of the time): a1_4 0.108 (traced; its final answers 0.045-0.06), a2_5 about 0.19-0.23, a2_3
+# 0.65, a2_2 0.98; a1_2 and a2_4 end at 0.012 and 0.006. At 0.1, a1_4 got rounds in one run of two and lost
+# (1.0256 against 1.0047); rounds always from 0.7 took it to 1.0213 / 1.0528. 0.15 lies between a1_4 and a2_5.
+EMPHASIS_MIN_GAP = 0.15
 # Searches shorter than this (seconds) have no rounds: a round would last under 2.4 s, too short for the search to
 # leave its placement and come back under the true weights (ROADEF A: 30,000-400,000 candidates a second here). The
 # replay's 0.2 s plans and the default 10 s budget are unchanged.

@@ -214,7 +214,7 @@ def test_rounds_keep_the_migration_budget(monkeypatch):
     assert 0 < pk.migrations() <= 2
 
 
-def test_rounds_only_when_the_load_above_its_bounds_is_a_tenth_of_the_cost():
+def test_rounds_only_when_enough_of_the_cost_is_load_above_its_bounds(monkeypatch):
     pk, model = _two_host_case()
     emph = emphasis.Emphasis(100.0)
     # Both guests on h1: 30 over, all of it above the bound (0: the 80 CPU fit under the two ceilings of 50).
@@ -222,6 +222,18 @@ def test_rounds_only_when_the_load_above_its_bounds_is_a_tenth_of_the_cost():
     pk.move(0, 1)
     model.moved(0, 0, 1)
     assert model.total()["total"] == 0 and not emph.wanted(model)
+    # 10 over on h1 (a bound of 0) and a move that cost 70: 10 of 80 is above the bounds, 0.125.
+    hosts = [host("h1", cpu=100, mem=100), host("h2", cpu=100, mem=100)]
+    vms = [vm("a", "h1", cpu=60, mem=10, move_cost=0), vm("c", "h1", cpu=1, mem=1, move_cost=70)]
+    prob = parse_document(doc(hosts, vms, [soft_ceiling("*", 50, 1)], objective="cost"))
+    pk = Packing(prob.state, prob.cons, [True, True])
+    model = CostModel(pk, 0)
+    pk.move(1, 1)
+    model.moved(1, 0, 1)
+    assert model.total()["total"] == pytest.approx(80)
+    assert not emph.wanted(model)
+    monkeypatch.setattr(emphasis, "EMPHASIS_MIN_GAP", 0.1)
+    assert emph.wanted(model)
 
 
 def test_a_first_walk_with_little_above_the_bounds_runs_to_the_deadline(monkeypatch):
