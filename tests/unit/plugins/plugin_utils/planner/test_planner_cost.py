@@ -335,10 +335,11 @@ def test_the_search_prices_no_single_move_that_does_not_fit(monkeypatch):
 
     monkeypatch.setattr(costsearch, "CostModel", Recording)
     # Left out of the count, as they price moves that may not fit on purpose: a chain prices the onward move of the
-    # destination's guest before checking it, sending home prices before checking, making room moves a guest where
-    # it fits only once others have left.
+    # destination's guest before checking it, sending home prices before checking, making room and homecoming move a
+    # guest where it fits only once others have left.
     monkeypatch.setattr(costsearch, "_chain", lambda *args: None)
     monkeypatch.setattr(costsearch, "_home_if_free", lambda pk, model: 0)
+    monkeypatch.setattr(costsearch, "_homecoming", lambda *args: (0, 0, 0))
     monkeypatch.setattr(costsearch, "ROOM_SHARE", 0.0)
     # Every host is over a 50 % soft ceiling; any guest but a 20 fits on h2 only, a 20 on h2 and h0.
     sizes = {"h0": [30, 30, 20], "h1": [45, 45], "h2": [20], "h3": [50, 40]}
@@ -748,3 +749,156 @@ def test_a_plan_of_a_second_runs_no_evacuation():
     # The first evacuation waits for the history's probe: short plans (the replay's) search as before.
     res = plan(_workers_doc(1))
     assert res["metrics"]["search"]["cost"]["evacuations"]["runs"] == 0
+
+
+def _homecoming_case(x_home="h3", x_move_cost=0, extra=()):
+    # Three hosts of 100 cpu. g (60, move cost 10, home h1) is on h2; x (60, home ``x_home``) is on h1, where g no
+    # longer fits, and may not go to h2 (hard ban). No single move lowers the cost (g cannot go home; x leaving h1
+    # gains nothing by itself) and no swap is allowed: x must move on to h3 first, then g can go home.
+    hosts = [host("h1", cpu=100), host("h2", cpu=100), host("h3", cpu=100)]
+    vms = [vm("g", "h1", cpu=60, mem=1, move_cost=10), vm("x", x_home, cpu=60, mem=1, move_cost=x_move_cost)]
+    ban = {"id": "x-not-h2", "type": "ban", "vms": ["x"], "hosts": ["h2"]}
+    prob = parse_document(doc(hosts, vms, [ban] + list(extra), objective="cost"))
+    pk = Packing(prob.state, prob.cons, [True] * 3)
+    g, x = prob.state.vm_ids.index("g"), prob.state.vm_ids.index("x")
+    pk.move(g, 1)
+    pk.move(x, 0)
+    return pk, CostModel(pk, 0), g, x
+
+
+def test_homecoming_moves_a_guest_of_its_home_on_to_send_it_back():
+    pk, model, g, x = _homecoming_case()
+    hosts = [0, 1, 2]
+    assert model.total()["total"] == pytest.approx(10) and not pk.fits(g, 0)
+    assert _improving_moves_left(pk, model, hosts) == []
+    start, on_host, journal = list(pk.asg), pk.items_by_host(), []
+    gain, dm, sent = costsearch._homecoming(pk, model, [g, x], hosts, float("inf"), random.Random(0).random, None,
+                                            pk.migrations(), on_host, journal)
+    assert (pk.asg[g], pk.asg[x]) == (0, 2)
+    assert (gain, dm, sent) == (pytest.approx(-10), -2, 1) and pk.migrations() == 0
+    assert CostModel(pk, 0).total()["total"] == pytest.approx(0) and not pk.hard_violations()
+    assert all(i in on_host[h] for i, h in enumerate(pk.asg))
+    costsearch._undo(pk, model, journal)
+    assert pk.asg == start
+
+
+def test_homecoming_changes_nothing_when_it_does_not_pay():
+    # x is at home on h1 and costs 10 to move: moving it on costs what sending g home gains.
+    pk, model, g, x = _homecoming_case(x_home="h1", x_move_cost=10)
+    start, cost, journal = list(pk.asg), model.total(), []
+    assert costsearch._homecoming(pk, model, [g, x], [0, 1, 2], float("inf"), random.Random(0).random, None,
+                                  pk.migrations(), pk.items_by_host(), journal) == (0, 0, 0)
+    assert pk.asg == start and model.total() == cost and journal == []
+    # Nor past a migration budget: x free to move from its home, but that is one migration more than allowed.
+    pk, model, g, x = _homecoming_case(x_home="h1")
+    start = list(pk.asg)
+    assert costsearch._homecoming(pk, model, [g, x], [0, 1, 2], float("inf"), random.Random(0).random,
+                                  pk.migrations() - 1, pk.migrations(), pk.items_by_host(), []) == (0, 0, 0)
+    assert pk.asg == start
+
+
+def test_homecoming_moves_on_the_guest_that_costs_least():
+    # g's return puts h1 10 over a soft ceiling of 50; of h1's two guests of 10, y is at home (moving it costs 5)
+    # and z is not (moving it costs nothing): z moves on.
+    hosts = [host("h1", cpu=100), host("h2", cpu=100), host("h3", cpu=100)]
+    vms = [vm("g", "h1", cpu=40, mem=1, move_cost=10), vm("y", "h1", cpu=10, mem=1, move_cost=5),
+           vm("z", "h3", cpu=10, mem=1, move_cost=1)]
+    prob = parse_document(doc(hosts, vms, [soft_ceiling(["h1", "h2", "h3"], weight=3)], objective="cost"))
+    pk = Packing(prob.state, prob.cons, [True] * 3)
+    g, y, z = (prob.state.vm_ids.index(v) for v in ("g", "y", "z"))
+    pk.move(g, 1)
+    pk.move(z, 0)
+    model = CostModel(pk, 0)
+    assert model.total()["total"] == pytest.approx(11)
+    gain, _dm, sent = costsearch._homecoming(pk, model, [g], [0, 1, 2], float("inf"), random.Random(0).random, None,
+                                             pk.migrations(), pk.items_by_host(), [])
+    assert pk.asg[g] == 0 and pk.asg[y] == 0 and pk.asg[z] == 2
+    assert (gain, sent) == (pytest.approx(-11), 1) and CostModel(pk, 0).total()["total"] == pytest.approx(0)
+
+
+def _scattered_case(seed):
+    """A random document (``_random_case``) whose guests random moves have scattered away from home: (rng, Packing,
+    CostModel, hosts, movable)."""
+    rng, pk, model = _random_case(seed)
+    hosts, movable = list(range(pk.nh)), list(range(len(pk.asg)))
+    for _move in range(2 * len(movable)):
+        i, b = rng.choice(movable), rng.choice(hosts)
+        a = pk.asg[i]
+        if a != b and pk.can_place(i, b):
+            pk.move(i, b)
+            model.moved(i, a, b)
+    return rng, pk, model, hosts, movable
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_homecoming_never_raises_the_cost_and_its_journal_undoes_it(seed):
+    # Random documents, guests scattered by random moves first: whatever homecoming keeps lowers the cost, keeps
+    # every hard rule and the migration count it reports, and its journal takes the placement back.
+    rng, pk, model, hosts, movable = _scattered_case(seed)
+    start, before, moved = list(pk.asg), model.total()["total"], pk.migrations()
+    on_host, journal = pk.items_by_host(), []
+    gain, dm, sent = costsearch._homecoming(pk, model, movable, hosts, float("inf"), rng.random, None, moved, on_host,
+                                            journal)
+    assert gain <= 0 and (gain < 0) == (sent > 0) == bool(journal)
+    assert CostModel(pk, 3).total()["total"] == pytest.approx(before + gain)
+    assert dm == pk.migrations() - moved and not pk.hard_violations()
+    assert all(i in on_host[h] for i, h in enumerate(pk.asg))
+    costsearch._undo(pk, model, journal)
+    assert pk.asg == start
+
+
+def test_homecoming_sends_someone_home_in_random_documents():
+    sent_somewhere = 0
+    for seed in range(12):
+        rng, pk, model, hosts, movable = _scattered_case(seed)
+        sent_somewhere += costsearch._homecoming(pk, model, movable, hosts, float("inf"), rng.random, None,
+                                                 pk.migrations(), pk.items_by_host(), [])[2] > 0
+    assert sent_somewhere >= 3
+
+
+def test_the_walk_counts_what_homecoming_gains(monkeypatch):
+    # With no probe time the first homecoming comes before any candidate and sends g home (cost 10 -> 0); the walk's
+    # own account agrees, and no descent or kick could have found it (no single move or swap gains).
+    monkeypatch.setattr(costsearch, "HISTORY_PROBE_S", 0.0)
+    pk, _model, _g, _x = _homecoming_case()
+    opts = {"budget_s": 1e-5, "migration_budget": None, "joint_swaps": False, "service_move_cost": 0, "seed": 0,
+            "search_workers": 1}
+    stats = {}
+    _made, total = costsearch._search(pk, time.monotonic() + 0.3, opts, random.Random(0), stats, 0.0)
+    assert stats["cost"]["homecoming"]["kept"] >= 1 and stats["cost"]["homecoming"]["gain"] == pytest.approx(10)
+    assert total == pytest.approx(0) and pk.checkpoints[-1][0] == pytest.approx(0)
+    assert not pk.hard_violations()
+
+
+@pytest.mark.parametrize("weight,dominate", [(None, True), (1, True), (2, False)])
+def test_homecoming_waits_in_the_walk_while_migrations_are_under_half_the_cost(weight, dominate):
+    # g's migration costs 10; a soft ceiling at half of h2 puts g (60) 10 over it there, at ``weight`` a unit.
+    extra = [] if weight is None else [soft_ceiling(["h2"], weight=weight)]
+    pk, model, _g, _x = _homecoming_case(extra=extra)
+    assert model.total()["total"] == pytest.approx(10 + 10 * (weight or 0))
+    assert costsearch._migrations_dominate(model) is dominate
+
+
+@pytest.mark.parametrize("case,in_walk", [("room", False), ("homecoming", True)])
+def test_the_walk_runs_homecoming_only_while_migrations_dominate(monkeypatch, case, in_walk):
+    # The room case's cost is all load, the homecoming case's all migrations: homecoming runs in the walk (with the
+    # first evacuation, before any candidate) only in the second; after the closing descent in both.
+    monkeypatch.setattr(costsearch, "HISTORY_PROBE_S", 0.0)
+    calls, descent_started = [], []
+    homecoming, descend = costsearch._homecoming, costsearch._descend
+
+    def recording_homecoming(*args):
+        calls.append(bool(descent_started))
+        return homecoming(*args)
+
+    def recording_descend(*args):
+        descent_started.append(True)
+        return descend(*args)
+
+    monkeypatch.setattr(costsearch, "_homecoming", recording_homecoming)
+    monkeypatch.setattr(costsearch, "_descend", recording_descend)
+    pk = _room_case()[1] if case == "room" else _homecoming_case()[0]
+    opts = {"budget_s": 1e-5, "migration_budget": None, "joint_swaps": False, "service_move_cost": 0, "seed": 0,
+            "search_workers": 1}
+    costsearch._search(pk, time.monotonic() + 0.3, opts, random.Random(0), {}, 0.0)
+    assert (False in calls) is in_walk
