@@ -729,6 +729,16 @@ def test_evacuation_keeps_nothing_that_does_not_pay():
     assert pk.asg == start and model.total() == cost and journal == []
 
 
+def _ten_candidate_search(pk):
+    """One search of ``pk`` whose work bound is ten candidates, with 0.3 s for what comes around them (evacuation,
+    homecoming, the closing descent, kicks): (stats, cost after)."""
+    opts = {"budget_s": 1e-5, "migration_budget": None, "joint_swaps": False, "service_move_cost": 0, "seed": 0,
+            "search_workers": 1}
+    stats = {}
+    _made, total = costsearch._search(pk, time.monotonic() + 0.3, opts, random.Random(0), stats, 0.0)
+    return stats, total
+
+
 def test_the_walk_counts_what_evacuation_gains(monkeypatch):
     # With no probe time the first evacuation comes before any candidate: it takes the room case to cost 0, and the
     # walk's own account agrees. A walk that missed the gain would go back, at its end, to the placement it thought
@@ -736,10 +746,7 @@ def test_the_walk_counts_what_evacuation_gains(monkeypatch):
     monkeypatch.setattr(costsearch, "HISTORY_PROBE_S", 0.0)
     monkeypatch.setattr(costsearch, "_kick_and_descend", lambda *args: (0, 0, 0, 0))
     _d, pk, _model = _room_case()
-    opts = {"budget_s": 1e-5, "migration_budget": None, "joint_swaps": False, "service_move_cost": 0, "seed": 0,
-            "search_workers": 1}
-    stats = {}
-    _made, total = costsearch._search(pk, time.monotonic() + 0.3, opts, random.Random(0), stats, 0.0)
+    stats, total = _ten_candidate_search(pk)
     assert stats["cost"]["evacuations"] == {"runs": 1, "kept": 1, "gain": pytest.approx(10)}
     assert total == pytest.approx(0) and pk.checkpoints[-1][0] == pytest.approx(0)
     assert not pk.hard_violations()
@@ -861,10 +868,7 @@ def test_the_walk_counts_what_homecoming_gains(monkeypatch):
     # own account agrees, and no descent or kick could have found it (no single move or swap gains).
     monkeypatch.setattr(costsearch, "HISTORY_PROBE_S", 0.0)
     pk, _model, _g, _x = _homecoming_case()
-    opts = {"budget_s": 1e-5, "migration_budget": None, "joint_swaps": False, "service_move_cost": 0, "seed": 0,
-            "search_workers": 1}
-    stats = {}
-    _made, total = costsearch._search(pk, time.monotonic() + 0.3, opts, random.Random(0), stats, 0.0)
+    stats, total = _ten_candidate_search(pk)
     assert stats["cost"]["homecoming"]["kept"] >= 1 and stats["cost"]["homecoming"]["gain"] == pytest.approx(10)
     assert total == pytest.approx(0) and pk.checkpoints[-1][0] == pytest.approx(0)
     assert not pk.hard_violations()
@@ -898,7 +902,5 @@ def test_the_walk_runs_homecoming_only_while_migrations_dominate(monkeypatch, ca
     monkeypatch.setattr(costsearch, "_homecoming", recording_homecoming)
     monkeypatch.setattr(costsearch, "_descend", recording_descend)
     pk = _room_case()[1] if case == "room" else _homecoming_case()[0]
-    opts = {"budget_s": 1e-5, "migration_budget": None, "joint_swaps": False, "service_move_cost": 0, "seed": 0,
-            "search_workers": 1}
-    costsearch._search(pk, time.monotonic() + 0.3, opts, random.Random(0), {}, 0.0)
+    _ten_candidate_search(pk)
     assert (False in calls) is in_walk
