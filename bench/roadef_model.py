@@ -393,14 +393,17 @@ def assignment_from_plan(inst, plan):
 
 
 def write_synthetic(out_dir, processes=50000, machines=5000, resources=12, services=4999, seed=1,
-                    name="bscale"):
+                    name="bscale", hot_share=0.0):
     """Write a synthetic instance of B scale (default: b_10's sizes) whose initial assignment is valid.
 
     For importer/checker/planner timing only (the real B instances are not shipped here): process p
     is in service p % services and on machine p % machines (so a service's processes sit on
     distinct machines when services < machines), 5 neighbourhoods, 25 locations, spread 1, every
     10th service depends on the next one, 4 transient resources, safety capacity 3/4 of capacity,
-    one balance, weights 1 / 10 / 100. Returns (model path, assignment path).
+    one balance, weights 1 / 10 / 100. With ``hot_share`` 0 the processes are small (machines about
+    5 % full, load cost 0); above 0 that share of the machines (drawn at random) starts HOT_FILL full
+    on every resource, above its safety capacities, and the others COLD_FILL, so the search has load
+    to take off at that scale. Returns (model path, assignment path).
     """
     rng = np.random.default_rng(seed)
     R, M, S, P = resources, machines, services, processes
@@ -408,13 +411,18 @@ def write_synthetic(out_dir, processes=50000, machines=5000, resources=12, servi
     assign = os.path.join(out_dir, "assignment_%s.txt" % name)
     cap = rng.integers(800000, 1000000, size=(M, R))
     base = rng.integers(0, 10, size=M)
-    req = rng.integers(1000, 9000, size=(P, R))
+    if hot_share > 0:
+        req = _filled_requests(rng, cap, P, hot_share)
+    else:
+        req = rng.integers(1000, 9000, size=(P, R))
     with open(model, "w", encoding="ascii") as f:
         f.write("%d\n" % R)
         f.writelines("%d 10\n" % int(r < 4) for r in range(R))
         f.write("%d\n" % M)
         for m in range(M):
-            row = [m % 5, m % 25] + cap[m].tolist() + (cap[m] * 3 // 4).tolist() + ((base + m) % 10).tolist()
+            move_costs = (base + m) % 10
+            move_costs[m] = 0   # staying costs nothing
+            row = [m % 5, m % 25] + cap[m].tolist() + (cap[m] * 3 // 4).tolist() + move_costs.tolist()
             f.write(" ".join(map(str, row)) + "\n")
         f.write("%d\n" % S)
         f.writelines("1 1 %d\n" % ((s + 1) % S) if s % 10 == 0 else "1 0\n" for s in range(S))
@@ -424,3 +432,22 @@ def write_synthetic(out_dir, processes=50000, machines=5000, resources=12, servi
         f.write("1\n0 1 1\n10\n1 10 100\n")
     write_solution(assign, np.arange(P) % M)
     return model, assign
+
+
+# Fill of a synthetic machine's capacity at the start: hot ones above the safety capacity (3/4), cold ones with
+# the room to take their excess (0.3 x 0.92 + 0.7 x 0.55 = 0.66 of the summed capacity at a hot share of 0.3).
+HOT_FILL = 0.92
+COLD_FILL = 0.55
+
+
+def _filled_requests(rng, cap, processes, hot_share):
+    """Requests (processes x resources) filling machine p % M to HOT_FILL or COLD_FILL of its capacity on every
+    resource: each process's share of its machine drawn uniformly in [0.5, 1.5), then scaled so the machine's
+    shares sum to its fill (rounded down, so the placement stays within capacity)."""
+    machines = cap.shape[0]
+    on = np.arange(processes) % machines
+    fill = np.where(rng.random(machines) < hot_share, HOT_FILL, COLD_FILL)
+    share = rng.uniform(0.5, 1.5, size=(processes, cap.shape[1]))
+    total = np.zeros((machines, cap.shape[1]))
+    np.add.at(total, on, share)
+    return np.floor(share / total[on] * cap[on] * fill[on, None]).astype(np.int64)

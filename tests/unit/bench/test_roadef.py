@@ -252,6 +252,24 @@ def test_synthetic_instance_is_valid(tmp_path):
     assert (inst.P, inst.M, inst.R, inst.S) == (600, 60, 6, 59)
     assert rc.violations(inst, inst.a0) == []
     assert rc.cost(inst, inst.a0)["total"] > 0
+    assert rc.cost(inst, inst.a0)["machine_move"] == 0    # nothing moved yet
+
+
+def test_synthetic_hot_machines_start_above_their_safety_capacities(tmp_path):
+    """hot_share: that share of the machines starts about HOT_FILL full (above safety, 3/4), the rest COLD_FILL;
+    still valid, and with a load cost to take off (none without it)."""
+    model, asg = rm.write_synthetic(str(tmp_path), processes=600, machines=60, resources=6, services=59,
+                                    hot_share=0.3)
+    inst = rm.parse_model(model, asg)
+    assert rc.violations(inst, inst.a0) == []
+    fill = rc.usage(inst, inst.a0) / inst.cap
+    hot = (fill > 0.75).all(axis=1)
+    assert 5 <= hot.sum() <= 35
+    assert np.allclose(fill[hot], rm.HOT_FILL, atol=0.01)
+    assert np.allclose(fill[~hot], rm.COLD_FILL, atol=0.01)
+    assert rc.cost(inst, inst.a0)["load"] > 0
+    model, asg = rm.write_synthetic(str(tmp_path), processes=600, machines=60, resources=6, services=59)
+    assert rc.cost(rm.parse_model(model, asg), rm.parse_model(model, asg).a0)["load"] == 0
 
 
 def test_more_than_four_resources_are_all_mapped():
