@@ -729,10 +729,10 @@ def test_evacuation_keeps_nothing_that_does_not_pay():
     assert pk.asg == start and model.total() == cost and journal == []
 
 
-def _ten_candidate_search(pk):
-    """One search of ``pk`` whose work bound is ten candidates, with 0.3 s for what comes around them (evacuation,
+def _bounded_search(pk, candidates=10):
+    """One search of ``pk`` whose work bound is ``candidates``, with 0.3 s for what comes around them (evacuation,
     homecoming, the closing descent, kicks): (stats, cost after)."""
-    opts = {"budget_s": 1e-5, "migration_budget": None, "joint_swaps": False, "service_move_cost": 0, "seed": 0,
+    opts = {"budget_s": candidates / costsearch.ITERATIONS_PER_S, "migration_budget": None, "joint_swaps": False, "service_move_cost": 0, "seed": 0,
             "search_workers": 1}
     stats = {}
     _made, total = costsearch._search(pk, time.monotonic() + 0.3, opts, random.Random(0), stats, 0.0)
@@ -746,7 +746,7 @@ def test_the_walk_counts_what_evacuation_gains(monkeypatch):
     monkeypatch.setattr(costsearch, "HISTORY_PROBE_S", 0.0)
     monkeypatch.setattr(costsearch, "_kick_and_descend", lambda *args: (0, 0, 0, 0))
     _d, pk, _model = _room_case()
-    stats, total = _ten_candidate_search(pk)
+    stats, total = _bounded_search(pk)
     assert stats["cost"]["evacuations"] == {"runs": 1, "kept": 1, "gain": pytest.approx(10)}
     assert total == pytest.approx(0) and pk.checkpoints[-1][0] == pytest.approx(0)
     assert not pk.hard_violations()
@@ -868,7 +868,7 @@ def test_the_walk_counts_what_homecoming_gains(monkeypatch):
     # own account agrees, and no descent or kick could have found it (no single move or swap gains).
     monkeypatch.setattr(costsearch, "HISTORY_PROBE_S", 0.0)
     pk, _model, _g, _x = _homecoming_case()
-    stats, total = _ten_candidate_search(pk)
+    stats, total = _bounded_search(pk)
     assert stats["cost"]["homecoming"]["kept"] >= 1 and stats["cost"]["homecoming"]["gain"] == pytest.approx(10)
     assert total == pytest.approx(0) and pk.checkpoints[-1][0] == pytest.approx(0)
     assert not pk.hard_violations()
@@ -902,5 +902,35 @@ def test_the_walk_runs_homecoming_only_while_migrations_dominate(monkeypatch, ca
     monkeypatch.setattr(costsearch, "_homecoming", recording_homecoming)
     monkeypatch.setattr(costsearch, "_descend", recording_descend)
     pk = _room_case()[1] if case == "room" else _homecoming_case()[0]
-    _ten_candidate_search(pk)
+    _bounded_search(pk)
     assert (False in calls) is in_walk
+
+
+def test_no_kicks_once_the_closing_homecoming_took_the_cost_to_zero():
+    # One candidate (late acceptance needs two moves) and no evacuation (the first waits for the probe) leave g away
+    # from home; the descent finds no move that gains, homecoming after it sends g home (cost 10 -> 0), and with
+    # nothing left to take off no kick is tried.
+    pk, _model, _g, _x = _homecoming_case()
+    stats, total = _bounded_search(pk, candidates=1)
+    assert stats["cost"]["candidates"] == 1 and stats["cost"]["before"]["total"] == pytest.approx(10)
+    assert stats["cost"]["homecoming"]["kept"] == 1 and stats["cost"]["homecoming"]["gain"] == pytest.approx(10)
+    assert total == pytest.approx(0) and stats["cost"]["polish"]["kicks"] == 0
+
+
+@pytest.mark.parametrize("nhosts,scan_every", [(100, 1024), (128, 1024), (129, 2048), (300, 3072)])
+def test_the_walk_scans_for_costly_hosts_less_often_on_many_hosts(monkeypatch, nhosts, scan_every):
+    # One guest of 80 on each host of 100 with a soft ceiling at 50: every host costs 30 wherever the guests go, so
+    # the walk runs its 10,240 candidates. It lists the costly hosts once per CHECK_EVERY candidates up to
+    # HOT_SCAN_HOSTS hosts, and proportionally less often beyond.
+    scans = []
+    costly_hosts = costsearch._costly_hosts
+    monkeypatch.setattr(costsearch, "_costly_hosts", lambda *args: scans.append(1) or costly_hosts(*args))
+    names = ["h%d" % n for n in range(nhosts)]
+    prob = parse_document(doc([host(h, cpu=100) for h in names], [vm("g" + h, h, cpu=80, mem=1) for h in names],
+                              [soft_ceiling(names)], objective="cost"))
+    pk = Packing(prob.state, prob.cons, [True] * nhosts)
+    stats, total = _bounded_search(pk, candidates=10 * costsearch.CHECK_EVERY)
+    assert total == pytest.approx(30 * nhosts)
+    candidates = stats["cost"]["candidates"]
+    assert candidates > 2 * scan_every
+    assert len(range(0, candidates, scan_every)) <= len(scans) <= len(range(0, candidates + 1, scan_every))

@@ -245,3 +245,15 @@ def test_a_first_walk_with_little_above_the_bounds_runs_to_the_deadline(monkeypa
     assert [e for e, _c in walks] == [None] and stats["cost"]["emphasis"] == {"rounds": 0}
     # It ran past the point where it would have handed over (a tenth of the time) to its own end.
     assert time.monotonic() - t0 > 0.3
+
+
+def test_the_first_walk_descends_until_the_handover_whatever_the_scheduler_keeps_back(monkeypatch):
+    # The time kept back for scheduling the migrations (here 20 ms each) is kept by the rounds, which end the search;
+    # the first walk's closing descent runs to the handover (its share is 10 ms of the 100 ms before it).
+    pk, opts = _short_search(monkeypatch)
+    _emphasise_cpu_and_mem_in_turn(monkeypatch)
+    stats = {}
+    costsearch._search(pk, time.monotonic() + 1.0, opts, random.Random(0), stats, 0.02)
+    assert stats["cost"]["emphasis"]["rounds"] >= 1
+    assert pk.migrations() >= 2
+    assert stats["cost"]["polish"]["sweeps"] >= 1 and stats["cost"]["polish"]["s"] > 0.005
