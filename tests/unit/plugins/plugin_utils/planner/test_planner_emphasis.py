@@ -248,12 +248,15 @@ def test_a_first_walk_with_little_above_the_bounds_runs_to_the_deadline(monkeypa
 
 
 def test_the_first_walk_descends_until_the_handover_whatever_the_scheduler_keeps_back(monkeypatch):
-    # The time kept back for scheduling the migrations (here 20 ms each) is kept by the rounds, which end the search;
-    # the first walk's closing descent runs to the handover (its share is 10 ms of the 100 ms before it).
+    # The time kept back for scheduling the migrations (here 100 ms each) is kept by the rounds, which end the search;
+    # the first walk's closing descent runs to the handover (its share is half the 100 ms before it). Kept back there
+    # too, it would have no time and make no sweep. (How long it runs is not asserted: it stops early at a local
+    # optimum.)
+    monkeypatch.setattr(costsearch, "POLISH_SHARE", 0.5)
     pk, opts = _short_search(monkeypatch)
     _emphasise_cpu_and_mem_in_turn(monkeypatch)
     stats = {}
-    costsearch._search(pk, time.monotonic() + 1.0, opts, random.Random(0), stats, 0.02)
-    assert stats["cost"]["emphasis"]["rounds"] >= 1
+    costsearch._search(pk, time.monotonic() + 1.0, opts, random.Random(0), stats, 0.1)
+    assert "emphasis" in stats["cost"]      # the handover was taken
     assert pk.migrations() >= 2
-    assert stats["cost"]["polish"]["sweeps"] >= 1 and stats["cost"]["polish"]["s"] > 0.005
+    assert stats["cost"]["polish"]["sweeps"] >= 1
