@@ -934,3 +934,46 @@ def test_the_walk_scans_for_costly_hosts_less_often_on_many_hosts(monkeypatch, n
     candidates = stats["cost"]["candidates"]
     assert candidates > 2 * scan_every
     assert len(range(0, candidates, scan_every)) <= len(scans) <= len(range(0, candidates + 1, scan_every))
+
+
+def _swap_partners_drawn(monkeypatch, transient):
+    """Share of the swaps the walk prices whose partner's home is the first guest's host: 60 guests scattered away
+    from home over 10 hosts with a soft ceiling every host is above (the walk runs its 20,480 candidates), disk
+    transient or not. Swaps are recorded and refused, so the placement stays as it is."""
+    names = ["h%d" % n for n in range(10)]
+    hosts = [{"id": h, "cap": {"cpu": 1000, "disk": 1000}} for h in names]
+    vms = [{"id": "g%d" % n, "dem": {"cpu": 100, "disk": 10}, "host": names[n % 10]} for n in range(60)]
+    d = {"resources": ["cpu", "disk"], "hosts": hosts, "vms": vms,
+         "expectations": [soft_ceiling(names, pct=10)], "options": {"objective": "cost"}}
+    if transient:
+        d["transient_resources"] = ["disk"]
+    prob = parse_document(d)
+    pk = Packing(prob.state, prob.cons, [True] * 10)
+    for i in range(60):
+        pk.move(i, (i * 7 + 3) % 10)
+    drawn = []
+
+    def swap_fits(i, j):
+        drawn.append(pk.home[j] == pk.asg[i])
+        return False
+
+    monkeypatch.setattr(pk, "swap_fits", swap_fits)
+    # Only the walk's draws: the closing descent tries every pair.
+    monkeypatch.setattr(costsearch, "_descend", lambda *args: (0, 0, 0, 0))
+    monkeypatch.setattr(costsearch, "_kick_and_descend", lambda *args: (0, 0, 0, 0))
+    stats, _total = _bounded_search(pk, candidates=20 * costsearch.CHECK_EVERY)
+    assert stats["cost"]["candidates"] == 20 * costsearch.CHECK_EVERY and len(drawn) > 1000
+    return sum(drawn) / len(drawn)
+
+
+def test_under_transient_resources_half_the_swaps_send_the_partner_home(monkeypatch):
+    # By size alone a partner's home is the first guest's host about one time in ten (10 hosts); with transient
+    # resources HOME_SWAP_SHARE of the partners are drawn that way on top.
+    assert _swap_partners_drawn(monkeypatch, transient=False) < 0.2
+    assert _swap_partners_drawn(monkeypatch, transient=True) > 0.45
+
+
+def test_guests_by_home():
+    pk, _model, g, x = _homecoming_case()
+    assert costsearch._by_home(pk, [g, x]) == [[g], [], [x]]
+    assert costsearch._by_home(pk, [x]) == [[], [], [x]]
