@@ -732,8 +732,8 @@ def test_evacuation_keeps_nothing_that_does_not_pay():
 def _bounded_search(pk, candidates=10):
     """One search of ``pk`` whose work bound is ``candidates``, with 0.3 s for what comes around them (evacuation,
     homecoming, the closing descent, kicks): (stats, cost after)."""
-    opts = {"budget_s": candidates / costsearch.ITERATIONS_PER_S, "migration_budget": None, "joint_swaps": False, "service_move_cost": 0, "seed": 0,
-            "search_workers": 1}
+    opts = {"budget_s": candidates / costsearch.ITERATIONS_PER_S, "migration_budget": None, "joint_swaps": False,
+            "service_move_cost": 0, "seed": 0, "search_workers": 1}
     stats = {}
     _made, total = costsearch._search(pk, time.monotonic() + 0.3, opts, random.Random(0), stats, 0.0)
     return stats, total
