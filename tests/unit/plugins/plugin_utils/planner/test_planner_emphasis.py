@@ -222,17 +222,17 @@ def test_rounds_only_when_enough_of_the_cost_is_load_above_its_bounds(monkeypatc
     pk.move(0, 1)
     model.moved(0, 0, 1)
     assert model.total()["total"] == 0 and not emph.wanted(model)
-    # 10 over on h1 (a bound of 0) and a move that cost 70: 10 of 80 is above the bounds, 0.125.
+    # 10 over on h1 (a bound of 0) and a move that cost 99,990: 10 of 100,000 is above the bounds, 0.0001.
     hosts = [host("h1", cpu=100, mem=100), host("h2", cpu=100, mem=100)]
-    vms = [vm("a", "h1", cpu=60, mem=10, move_cost=0), vm("c", "h1", cpu=1, mem=1, move_cost=70)]
+    vms = [vm("a", "h1", cpu=60, mem=10, move_cost=0), vm("c", "h1", cpu=1, mem=1, move_cost=99990)]
     prob = parse_document(doc(hosts, vms, [soft_ceiling("*", 50, 1)], objective="cost"))
     pk = Packing(prob.state, prob.cons, [True, True])
     model = CostModel(pk, 0)
     pk.move(1, 1)
     model.moved(1, 0, 1)
-    assert model.total()["total"] == pytest.approx(80)
+    assert model.total()["total"] == pytest.approx(100000)
     assert not emph.wanted(model)
-    monkeypatch.setattr(emphasis, "EMPHASIS_MIN_GAP", 0.1)
+    monkeypatch.setattr(emphasis, "EMPHASIS_MIN_GAP", 0.00005)
     assert emph.wanted(model)
 
 
