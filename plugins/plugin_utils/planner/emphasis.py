@@ -34,7 +34,8 @@ EMPHASIS_SHARE = 1.0 / 3
 # without them leave one resource's safety capacity unused on some machines while other machines are over it
 # (17.4 M of r4 in the 1.0171 answer, 1 % of its cost), which a round weighing that resource trades back. a1_2
 # stayed within its spread (1.0011 / 1.0118 / 1.0130 without, 1.0135 / 1.0194 / 1.0011 with); a1_4 went from
-# 0.9931 / 0.9983 to 0.9927 / 0.9859 (seeds 0 / 1).
+# 0.9931 / 0.9983 to 0.9927 / 0.9859 (seeds 0 / 1). Before swaps drew partners home (costsearch.HOME_SWAP_SHARE),
+# rounds had cost a1_4: 1.0213 / 1.0528 against 1.0047, hence the 0.15 then.
 EMPHASIS_MIN_GAP = 0.001
 # Searches shorter than this (seconds) have no rounds: a round would last under 2.4 s, too short for the search to
 # leave its placement and come back under the true weights (ROADEF A: 30,000-400,000 candidates a second here). The

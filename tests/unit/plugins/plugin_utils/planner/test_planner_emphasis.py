@@ -222,18 +222,27 @@ def test_rounds_only_when_enough_of_the_cost_is_load_above_its_bounds(monkeypatc
     pk.move(0, 1)
     model.moved(0, 0, 1)
     assert model.total()["total"] == 0 and not emph.wanted(model)
-    # 10 over on h1 (a bound of 0) and a move that cost 99,990: 10 of 100,000 is above the bounds, 0.0001.
+    # 10 over on h1 (a bound of 0) after a move that cost 70: 10 of 80 is above the bounds, 0.125. Near its bounds,
+    # yet a resource may still be left unused on one host while over on another: rounds run.
+    assert emph.wanted(_moved_with_cost(70))
+    # ... and after a move that cost 99,990: 10 of 100,000, 0.0001, is at the bounds: no rounds.
+    model = _moved_with_cost(99990)
+    assert model.total()["total"] == pytest.approx(100000)
+    assert not emph.wanted(model)
+    monkeypatch.setattr(emphasis, "EMPHASIS_MIN_GAP", 0.00005)
+    assert emph.wanted(model)
+
+
+def _moved_with_cost(move_cost):
+    """Guest a (60 CPU) on h1 under a 50 % ceiling, guest c moved to h2 at ``move_cost``: the model after the move."""
     hosts = [host("h1", cpu=100, mem=100), host("h2", cpu=100, mem=100)]
-    vms = [vm("a", "h1", cpu=60, mem=10, move_cost=0), vm("c", "h1", cpu=1, mem=1, move_cost=99990)]
+    vms = [vm("a", "h1", cpu=60, mem=10, move_cost=0), vm("c", "h1", cpu=1, mem=1, move_cost=move_cost)]
     prob = parse_document(doc(hosts, vms, [soft_ceiling("*", 50, 1)], objective="cost"))
     pk = Packing(prob.state, prob.cons, [True, True])
     model = CostModel(pk, 0)
     pk.move(1, 1)
     model.moved(1, 0, 1)
-    assert model.total()["total"] == pytest.approx(100000)
-    assert not emph.wanted(model)
-    monkeypatch.setattr(emphasis, "EMPHASIS_MIN_GAP", 0.00005)
-    assert emph.wanted(model)
+    return model
 
 
 def test_a_first_walk_with_little_above_the_bounds_runs_to_the_deadline(monkeypatch):
