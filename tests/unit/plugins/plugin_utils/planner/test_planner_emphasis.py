@@ -70,9 +70,10 @@ def test_load_above_bound_ranks_resources_by_what_no_placement_could_remove():
     assert CostModel(pk, 0).load_above_bound()[0] == (pytest.approx(100), cpu)
 
 
-def _two_host_case():
+def _two_host_case(vms=None):
+    """Two hosts of 100 CPU under a 50 % soft ceiling, ``vms`` (by default two guests of 40 CPU) on h1."""
     hosts = [host("h1", cpu=100, mem=100), host("h2", cpu=100, mem=100)]
-    vms = [vm("a", "h1", cpu=40, mem=10, move_cost=0), vm("b", "h1", cpu=40, mem=10, move_cost=0)]
+    vms = vms or [vm("a", "h1", cpu=40, mem=10, move_cost=0), vm("b", "h1", cpu=40, mem=10, move_cost=0)]
     d = doc(hosts, vms, [soft_ceiling("*", 50, 1)], objective="cost")
     prob = parse_document(d)
     pk = Packing(prob.state, prob.cons, [True, True])
@@ -235,11 +236,8 @@ def test_rounds_only_when_enough_of_the_cost_is_load_above_its_bounds(monkeypatc
 
 def _moved_with_cost(move_cost):
     """Guest a (60 CPU) on h1 under a 50 % ceiling, guest c moved to h2 at ``move_cost``: the model after the move."""
-    hosts = [host("h1", cpu=100, mem=100), host("h2", cpu=100, mem=100)]
-    vms = [vm("a", "h1", cpu=60, mem=10, move_cost=0), vm("c", "h1", cpu=1, mem=1, move_cost=move_cost)]
-    prob = parse_document(doc(hosts, vms, [soft_ceiling("*", 50, 1)], objective="cost"))
-    pk = Packing(prob.state, prob.cons, [True, True])
-    model = CostModel(pk, 0)
+    pk, model = _two_host_case([vm("a", "h1", cpu=60, mem=10, move_cost=0),
+                                vm("c", "h1", cpu=1, mem=1, move_cost=move_cost)])
     pk.move(1, 1)
     model.moved(1, 0, 1)
     return model
